@@ -1,0 +1,1 @@
+"""augment package; modules here register themselves (the registry imports them)."""

@@ -1,0 +1,1 @@
+"""loops package; modules here register themselves (the registry imports them)."""

@@ -1,0 +1,1 @@
+"""losses package; modules here register themselves (the registry imports them)."""

@@ -1,0 +1,1 @@
+"""models package; modules here register themselves (the registry imports them)."""

@@ -1,0 +1,1 @@
+"""backbones package; modules here register themselves (the registry imports them)."""

@@ -1,0 +1,1 @@
+"""heads package; modules here register themselves (the registry imports them)."""

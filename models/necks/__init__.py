@@ -1,0 +1,1 @@
+"""necks package; modules here register themselves (the registry imports them)."""
