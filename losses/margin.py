@@ -1,0 +1,146 @@
+"""The margin-loss base: softmax cross-entropy over scaled, margin-modified cosines.
+
+Every margin loss (ArcFace, CosFace, AdaFace, ...) differs from plain softmax on
+cosines only in how the *target* class's cosine is changed, so a subclass
+overrides one hook, :meth:`MarginLoss.target_logit`. A few papers also change
+the scale (AdaCos), the non-target logits (CurricularFace) or add a term
+(MagFace); those have their own hooks with harmless defaults.
+
+The maths runs in float32 whatever the mixed-precision policy, the target is
+picked with a dense one-hot mask and ``where`` (XLA/TPU friendly, no scatter),
+and cosines are clamped before ``arccos``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from keras import ops
+
+from losses.base import EPSILON, FaceLoss, as_float32
+
+GRADIENTS = ("exact", "straight_through")
+
+
+@dataclass
+class MarginBatch:
+    """What a hook may look at: all cosines, the target mask and cosine, and norms."""
+
+    cos: Any            # (B, C) float32, clipped to [-1, 1]
+    target_mask: Any    # (B, C) bool, True at the label
+    target_cos: Any     # (B,) float32
+    labels: Any         # (B,) int32
+    norm: Any = None    # (B, 1) float32 embedding norms, when the head gave them
+
+
+def check_gradient(gradient: str) -> str:
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    return gradient
+
+
+def straight_through(original, modified, gradient: str):
+    """``modified`` forward; backward either exact or the identity of ``original``.
+
+    The straight-through variant applies the margin as a constant offset (as
+    arcface_torch has done since 2022): gradients are those of plain softmax on
+    cosines, which avoids the 1/sin(theta) blow-up that produces NaNs in fp16.
+    """
+    if gradient == "straight_through":
+        return original + ops.stop_gradient(modified - original)
+    return modified
+
+
+def target_angle(cos):
+    """theta = arccos(cos), with cos clamped inside (-1, 1) so the gradient stays finite."""
+    return ops.arccos(ops.clip(cos, -1.0 + EPSILON, 1.0 - EPSILON))
+
+
+def additive_angular_margin(cos, margin, gradient: str = "exact"):
+    """ArcFace's cos(theta + m); where theta + m > pi, cos(theta) - m*sin(m) keeps it monotonic.
+
+    ``margin`` may be a scalar or a per-sample tensor (MagFace, ElasticFace).
+    """
+    margin = as_float32(margin)
+    theta = target_angle(cos)
+    shifted = ops.cos(theta + margin)
+    fallback = cos - margin * ops.sin(margin)
+    modified = ops.where(theta + margin <= math.pi, shifted, fallback)
+    return straight_through(cos, modified, gradient)
+
+
+class MarginLoss(FaceLoss):
+    """Softmax cross-entropy on ``scale * cos`` with the target cosine replaced by a hook.
+
+    ``y_pred`` is the head's cosines (B, C) or its dict ``{"cos", "norm"}``.
+    """
+
+    input_kind = "cosines"
+    needs_norm = False
+
+    def __init__(self, scale=64.0, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.scale = float(scale)
+
+    # -- hooks ------------------------------------------------------------------
+    def target_logit(self, target_cos, batch: MarginBatch):
+        """The target class's modified cosine, (B,), before scaling. Override this."""
+        return target_cos
+
+    def non_target_logits(self, batch: MarginBatch, modified_target):
+        """Cosines of the other classes, (B, C); CurricularFace re-weights hard negatives."""
+        return batch.cos
+
+    def logit_scale(self, batch: MarginBatch):
+        """The scale s multiplying every logit; AdaCos adapts it."""
+        return self.scale
+
+    def extra_loss(self, batch: MarginBatch):
+        """A per-sample term added to the cross-entropy (MagFace's regulariser); default 0."""
+        return 0.0
+
+    # -- the shared work ----------------------------------------------------------
+    def split_prediction(self, y_pred):
+        if isinstance(y_pred, dict):
+            if "cos" not in y_pred:
+                raise ValueError(f"{self.describe()} got a dict without 'cos' (keys: {sorted(y_pred)})")
+            cos, norm = y_pred["cos"], y_pred.get("norm")
+        else:
+            cos, norm = y_pred, None
+        if self.needs_norm and norm is None:
+            raise ValueError(
+                f"{self.describe()} needs the embedding norms: pass the cosine head's dict "
+                "{'cos': (B, C), 'norm': (B, 1)} as y_pred, not bare cosines")
+        cos = as_float32(cos)
+        if len(cos.shape) != 2:
+            raise ValueError(
+                f"{self.describe()} expects cosines of shape (batch, classes), got {tuple(cos.shape)}")
+        if norm is not None:
+            norm = ops.reshape(as_float32(norm), (-1, 1))
+        return cos, norm
+
+    def prepare(self, y_true, y_pred) -> MarginBatch:
+        cos, norm = self.split_prediction(y_pred)
+        labels = self.int_labels(y_true)
+        self.check_batch(labels, cos, "cosines")
+        cos = ops.clip(cos, -1.0, 1.0)
+        classes = ops.arange(ops.shape(cos)[1], dtype="int32")
+        target_mask = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(classes, 0))
+        target_cos = ops.sum(ops.where(target_mask, cos, 0.0), axis=1)
+        return MarginBatch(cos=cos, target_mask=target_mask, target_cos=target_cos,
+                           labels=labels, norm=norm)
+
+    def call(self, y_true, y_pred):
+        batch = self.prepare(y_true, y_pred)
+        modified = self.target_logit(batch.target_cos, batch)
+        others = self.non_target_logits(batch, modified)
+        logits = ops.where(batch.target_mask, ops.expand_dims(modified, 1), others)
+        logits = logits * self.logit_scale(batch)
+        target = ops.sum(ops.where(batch.target_mask, logits, 0.0), axis=1)
+        cross_entropy = ops.logsumexp(logits, axis=1) - target
+        return cross_entropy + self.extra_loss(batch)
+
+    def loss_config(self):
+        return {"scale": self.scale}
