@@ -66,12 +66,13 @@ def accepted_parameters(target: Callable) -> tuple[set[str], set[str], bool]:
                 params.add(p.name)
                 if position == 0 and p.default is p.empty:
                     required.add(p.name)
-        # Keras base classes validate their own **kwargs: treat them as closed.
-        if not forwards or getattr(function, "__module__", "").startswith("keras."):
+        if not forwards:
             return params, required, False
         if functions[position + 1:] and functions[position + 1] is object.__init__:
             break
-    return params, required, True
+    # Keras base classes validate the keywords they are forwarded: a chain that
+    # ends in Keras is closed; one that ends in a user's **kwargs is open.
+    return params, required, not getattr(functions[-1], "__module__", "").startswith("keras.")
 
 
 class Registry:

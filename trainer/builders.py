@@ -1,0 +1,58 @@
+"""Turn a resolved config into the objects of a job (model parts, loop, optimizer)."""
+
+from __future__ import annotations
+
+import keras
+
+from trainer.registry import (BACKBONES, HEADS, LOOPS, LOSSES, NECKS, OPTIMIZERS,
+                              PREPROCESSORS, SCHEDULES, to_plain)
+
+
+@keras.saving.register_keras_serializable(package="facetrain")
+class L2Normalize(keras.layers.Layer):
+    """Unit-length embeddings (float32), the exported model's last layer."""
+
+    def call(self, inputs):
+        inputs = keras.ops.cast(inputs, "float32")
+        return inputs / keras.ops.maximum(keras.ops.norm(inputs, axis=-1, keepdims=True), 1e-12)
+
+
+def build_embedding_model(cfg, image_size: int) -> keras.Model:
+    """Pixels (0..255, RGB) → preprocess → backbone → neck → embedding (not normalised)."""
+    input_shape = (image_size, image_size, 3)
+    images = keras.Input(input_shape, name="image")
+    x = PREPROCESSORS.build(cfg.preprocess)(images)
+    x = BACKBONES.build(cfg.backbone, input_shape=input_shape)(x)
+    embedding = NECKS.build(cfg.neck)(x)
+    return keras.Model(images, embedding, name="embedding")
+
+
+def build_head(cfg, loss, num_classes: int):
+    """The head, with whatever the loss needs of it (e.g. sub-centres) merged in."""
+    if cfg.get("head") is None:
+        return None
+    node = to_plain(cfg.head)
+    requirements = getattr(loss, "head_requirements", lambda: {})()
+    node.update(requirements)
+    return HEADS.build(node, num_classes=num_classes)
+
+
+def build_loop(cfg, num_classes: int, image_size: int):
+    loss = LOSSES.build(cfg.loss, num_classes=num_classes) if cfg.get("loss") is not None else None
+    embedding_model = build_embedding_model(cfg, image_size)
+    head = build_head(cfg, loss, num_classes)
+    return LOOPS.build(cfg.loop, embedding_model=embedding_model, head=head, loss=loss,
+                       num_classes=num_classes, config=cfg)
+
+
+def build_optimizer(cfg, steps_per_epoch: int, total_steps: int):
+    schedule = SCHEDULES.build(cfg.schedule, base_lr=cfg.optimizer.lr,
+                               steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    return OPTIMIZERS.build(cfg.optimizer, learning_rate=schedule)
+
+
+def exportable(embedding_model: keras.Model) -> keras.Model:
+    """Image in, L2-normalised float32 embedding out."""
+    images = keras.Input(embedding_model.input_shape[1:], name="image")
+    embedding = L2Normalize(name="l2_normalize", dtype="float32")(embedding_model(images))
+    return keras.Model(images, embedding, name="face_embedding")

@@ -1,0 +1,1 @@
+"""Registered Keras callbacks; each module registers itself."""

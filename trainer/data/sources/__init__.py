@@ -1,0 +1,1 @@
+"""Registered data sources; each module registers itself (see ``base.DataSource``)."""

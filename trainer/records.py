@@ -1,0 +1,164 @@
+"""What a run leaves behind: ``metrics.json``, throughput, TensorBoard and wandb logs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+import keras
+from omegaconf import OmegaConf
+
+from trainer.atomic import read_json, write_json
+
+PACKAGES = ("tensorflow", "keras", "jax", "numpy", "hydra-core", "tensorflow-datasets", "wandb")
+
+
+def git_commit() -> str:
+    """The commit of the framework's checkout ("unknown" for an installed copy)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    versions["keras_backend"] = keras.backend.backend()
+    return versions
+
+
+class RunReport:
+    """``metrics.json``: rewritten atomically whenever something is learned."""
+
+    def __init__(self, run_dir: str, cfg):
+        self.path = os.path.join(run_dir, "metrics.json")
+        previous = read_json(self.path, {}) or {}
+        self.metrics = {"status": "running", "run_dir": run_dir,
+                        "epochs": previous.get("epochs", []),
+                        "git_commit": git_commit(), "versions": package_versions()}
+        if "untrained" in previous:
+            self.metrics["untrained"] = previous["untrained"]
+        self.started = time.time()
+        self.wall_before = float(previous.get("wall_seconds", 0.0))
+
+    def start(self) -> None:
+        self._write()
+
+    def update(self, **values) -> None:
+        self.metrics.update({k: v for k, v in values.items() if v is not None})
+        self._write()
+
+    def fail(self, reason: str, status: str | None = None) -> None:
+        self.metrics["status"] = status or f"failed: {reason}"
+        self._write()
+
+    def finish(self) -> dict:
+        self.metrics["status"] = "finished"
+        self._write()
+        return self.metrics
+
+    def _write(self) -> None:
+        self.metrics["wall_seconds"] = round(self.wall_before + time.time() - self.started, 2)
+        write_json(self.path, self.metrics)
+
+    def epoch_logger(self) -> keras.callbacks.Callback:
+        report = self
+
+        class EpochLogger(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                entry = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+                report.metrics["epochs"] = [e for e in report.metrics["epochs"] if e["epoch"] <= epoch]
+                report.metrics["epochs"].append(entry)
+                report._write()
+
+        return EpochLogger()
+
+    @staticmethod
+    def print_evaluation(when: str, results: dict) -> None:
+        for name, values in results.items():
+            if isinstance(values, dict) and "accuracy" in values:
+                print(f"{when} verification ({name}): accuracy {values['accuracy']:.4f} "
+                      f"± {values.get('accuracy_std', 0.0):.4f} on {values.get('pairs', '?')} pairs",
+                      flush=True)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images per second, timed per epoch without the first epoch's compile step."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.images = 0
+        self.seconds = 0.0
+        self._epoch_start = None
+        self._steps = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._epoch_start is None and batch == 1:  # skip step 0: tracing and compilation
+            self._epoch_start = time.perf_counter()
+            self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._epoch_start is not None:
+            self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._epoch_start is not None and self._steps:
+            self.seconds += time.perf_counter() - self._epoch_start
+            self.images += self._steps * self.batch_size
+        self._epoch_start = None
+        if logs is not None and self.seconds:
+            logs["images_per_second"] = self.images / self.seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = None
+
+    def images_per_second(self) -> float | None:
+        return round(self.images / self.seconds, 1) if self.seconds else None
+
+
+@dataclass
+class Loggers:
+    callbacks: list = field(default_factory=list)
+    wandb_run: object = None
+
+    def close(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def loggers(cfg, run_dir: str) -> Loggers:
+    """TensorBoard and wandb callbacks as the ``logger`` group asks."""
+    node = cfg.get("logger") or {}
+    result = Loggers()
+    if node.get("tensorboard") and keras.backend.backend() == "tensorflow":
+        result.callbacks.append(keras.callbacks.TensorBoard(
+            log_dir=os.path.join(run_dir, "tensorboard"), update_freq="epoch", write_graph=False))
+    wandb_node = node.get("wandb") or {}
+    mode = wandb_node.get("mode", "disabled")
+    if mode != "disabled":
+        import wandb
+        from wandb.integration.keras import WandbMetricsLogger
+
+        # Offline by default: no network, no login prompt; `wandb sync` uploads later.
+        os.environ.setdefault("WANDB_SILENT", "true")
+        result.wandb_run = wandb.init(
+            mode=mode, dir=run_dir, project=wandb_node.get("project"), entity=wandb_node.get("entity"),
+            tags=list(wandb_node.get("tags") or []), resume="allow",
+            id=os.path.basename(os.path.abspath(run_dir)).replace("=", "-")[:60],
+            config=OmegaConf.to_container(cfg, resolve=True))
+        result.callbacks.append(WandbMetricsLogger(log_freq="epoch"))
+    return result
