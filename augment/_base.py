@@ -1,0 +1,56 @@
+"""Base class for our augmentation layers: batched, per-sample, seeded, tf.data-safe.
+
+Keras's ``DataLayer`` (the base of its own preprocessing layers) switches a
+layer to TensorFlow ops when it is called inside a ``tf.data`` graph, whatever
+the Keras backend, and keeps a seed generator per backend. It is not exported
+under ``keras.layers``, so we import it from ``keras.src`` here, in one place.
+Subclasses write their maths with ``self.backend.numpy`` / ``.random`` /
+``.image`` (the same functions as ``keras.ops``), never ``tf.*`` directly.
+"""
+
+from __future__ import annotations
+
+import keras
+
+try:  # Keras >= 3.10
+    from keras.src.layers.preprocessing.data_layer import DataLayer
+except ImportError:  # pragma: no cover - older Keras 3
+    from keras.src.layers.preprocessing.tf_data_layer import TFDataLayer as DataLayer
+
+
+class AugmentLayer(DataLayer):
+    """A random op on a batch (B, H, W, C) of float images in 0..255.
+
+    Every sample gets its own draw; ``seed`` makes a fresh layer repeat itself
+    exactly. Subclasses implement ``augment(images, seed)``, where ``seed`` is
+    the layer's seed generator for the active backend.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        images = self.backend.cast(images, "float32")
+        return self.augment(images, self._get_seed_generator(self.backend._backend))
+
+    def augment(self, images, seed):
+        raise NotImplementedError
+
+    # Helpers for subclasses ------------------------------------------------
+    def batch_size(self, images):
+        return self.backend.shape(images)[0]
+
+    def uniform(self, batch_size, low, high, seed, extra=()):
+        """One draw per sample (shape (B, *extra)) uniform in [low, high)."""
+        return self.backend.random.uniform(
+            (batch_size, *extra), minval=low, maxval=high, seed=seed)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}

@@ -1,0 +1,52 @@
+"""Several independently augmented views of each sample, for contrastive loops (SimCLR,
+Chen et al., ICML 2020).
+
+``MultiView([p1, p2])(images (B, ...), labels (B,))`` returns the views stacked
+along the batch axis: rows ``i`` and ``i + B`` (and ``i + 2B`` ...) are views of
+sample ``i``; the labels are repeated in the same layout. This is the layout
+the NT-Xent loss expects.
+"""
+
+from __future__ import annotations
+
+from augment.pipeline import AugmentPipeline
+from trainer.registry import ConfigError
+
+
+def _concat(tensors):
+    """Concatenate on axis 0 with TensorFlow inside tf.data graphs, keras.ops elsewhere."""
+    from keras.src.utils import backend_utils
+
+    if backend_utils.in_tf_graph():
+        import tensorflow as tf
+
+        return tf.concat(tensors, axis=0)
+    import keras
+
+    return keras.ops.concatenate(tensors, axis=0)
+
+
+class MultiView:
+    """N views, each drawn by its own pipeline (None = the unaugmented image)."""
+
+    def __init__(self, pipelines: list[AugmentPipeline | None]):
+        if len(pipelines) < 2:
+            raise ConfigError("augment: a multi-view setup needs at least 2 views")
+        if any(p is not None and p.mixes_labels for p in pipelines):
+            raise ConfigError("augment: mixup/cutmix cannot be used in multi-view (contrastive) "
+                              "pipelines; views of one sample must keep one label")
+        self.pipelines = list(pipelines)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.pipelines)
+
+    mixes_labels = False
+
+    def __call__(self, images, labels=None):
+        views = [images if p is None else p(images, labels)[0] for p in self.pipelines]
+        stacked_labels = None if labels is None else _concat([labels] * self.num_views)
+        return _concat(views), stacked_labels
+
+    def __repr__(self):
+        return f"MultiView({self.pipelines!r})"

@@ -1,0 +1,135 @@
+"""Preprocessing: pixel normalisation layer (registered), decoding/resizing and 5-point
+face alignment helpers (plain functions used by the data pipelines).
+
+The ``standard`` layer sits first in the embedding model, so a saved model takes
+raw RGB pixels in 0..255 and carries its own normalisation. Decoding and
+alignment run in the input pipeline (TensorFlow / NumPy), before batching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from trainer.registry import PREPROCESSORS
+
+# ArcFace 112x112 template (insightface): left eye, right eye, nose tip, left / right mouth corner.
+ARCFACE_TEMPLATE = np.array([
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+], dtype=np.float64)
+
+
+@PREPROCESSORS.register("standard")
+@keras.saving.register_keras_serializable(package="facetrain")
+class StandardPreprocess(keras.layers.Layer):
+    """RGB pixels 0..255 -> (x[channel_order] - mean) / std; default (x - 127.5) / 127.5.
+
+    ``channel_order="bgr"`` reverses the channels first (weights converted from
+    Caffe / OpenCV pipelines expect BGR). ``mean`` and ``std`` are one number or
+    one per channel, given in the output channel order.
+    """
+
+    def __init__(self, mean: float | Sequence[float] = 127.5, std: float | Sequence[float] = 127.5,
+                 channel_order: str = "rgb", **kwargs):
+        super().__init__(**kwargs)
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"preprocess channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        self.mean = list(mean) if isinstance(mean, Sequence) else float(mean)
+        self.std = list(std) if isinstance(std, Sequence) else float(std)
+        self.channel_order = channel_order
+
+    def call(self, images):
+        x = keras.ops.cast(images, "float32")
+        if self.channel_order == "bgr":
+            x = keras.ops.flip(x, axis=-1)
+        mean = keras.ops.convert_to_tensor(self.mean, "float32")
+        std = keras.ops.convert_to_tensor(self.std, "float32")
+        return keras.ops.cast((x - mean) / std, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std,
+                "channel_order": self.channel_order}
+
+
+# -- decoding (tf.data) -------------------------------------------------------------
+def decode_image(data, channels: int = 3):
+    """Encoded bytes (JPEG/PNG/BMP/GIF first frame) -> uint8 (H, W, channels) tf tensor."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return image
+
+
+def resize_image(image, size: int | Sequence[int], method: str = "bilinear",
+                 antialias: bool = True):
+    """Any image (H, W, C) or batch -> float32 ``size`` (an int for square), pixels kept 0..255."""
+    import tensorflow as tf
+
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    image = tf.cast(image, tf.float32)
+    return tf.clip_by_value(tf.image.resize(image, size, method=method, antialias=antialias),
+                            0.0, 255.0)
+
+
+def decode_and_resize(data, size: int | Sequence[int] = 112, channels: int = 3,
+                      method: str = "bilinear", antialias: bool = True):
+    """Encoded bytes -> float32 (size, size, channels) in 0..255 (RGB), for tf.data ``map``."""
+    return resize_image(decode_image(data, channels), size, method, antialias)
+
+
+# -- 5-point alignment ----------------------------------------------------------------
+def umeyama(source, destination, estimate_scale: bool = True) -> np.ndarray:
+    """Least-squares similarity transform (Umeyama, TPAMI 1991) mapping ``source`` points
+    onto ``destination``: a (3, 3) matrix ``M`` with ``dst ~ M @ [x, y, 1]``."""
+    src = np.asarray(source, dtype=np.float64)
+    dst = np.asarray(destination, dtype=np.float64)
+    count, dim = src.shape
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / count
+    sign = np.ones(dim)
+    if np.linalg.det(covariance) < 0:  # keep a rotation, never a reflection
+        sign[-1] = -1
+    u, singular, vt = np.linalg.svd(covariance)
+    rotation = u @ np.diag(sign) @ vt
+    scale = 1.0
+    if estimate_scale:
+        scale = (singular * sign).sum() / (src_c ** 2).sum() * count
+    matrix = np.eye(dim + 1)
+    matrix[:dim, :dim] = scale * rotation
+    matrix[:dim, dim] = dst_mean - scale * rotation @ src_mean
+    return matrix
+
+
+def alignment_matrix(landmarks, image_size: int = 112) -> np.ndarray:
+    """(3, 3) similarity transform from image landmarks (5, 2) (x, y) to the ArcFace
+    template scaled to ``image_size``."""
+    template = ARCFACE_TEMPLATE * (image_size / 112.0)
+    return umeyama(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), template)
+
+
+def align_face(image, landmarks, image_size: int = 112):
+    """Warp ``image`` (H, W, 3) so that its 5 landmarks land on the ArcFace template.
+
+    Returns float32 (image_size, image_size, 3), pixels in the input's range,
+    bilinear, zeros outside. TensorFlow op, eager or in tf.data (landmarks as NumPy).
+    """
+    import tensorflow as tf
+
+    inverse = np.linalg.inv(alignment_matrix(landmarks, image_size))  # output -> input
+    transform = tf.constant(inverse.reshape(-1)[:8][None], tf.float32)
+    image = tf.cast(tf.convert_to_tensor(image), tf.float32)[None]
+    aligned = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image, transforms=transform, output_shape=tf.constant([image_size, image_size]),
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return aligned[0]
