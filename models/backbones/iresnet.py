@@ -51,6 +51,20 @@ class IResNetBlock(keras.layers.Layer):
                 filters, 1, strides=stride, use_bias=False, name="downsample_conv")
             self.shortcut_bn = batch_norm("downsample_bn")
 
+    def build(self, input_shape):
+        # Explicit, so that a model loaded from .keras creates the weights before loading them.
+        shape = tuple(input_shape)
+        self.bn1.build(shape)
+        shape = _build_all(self.conv1, shape)
+        self.bn2.build(shape)
+        self.prelu.build(shape)
+        shape = _build_all(self.conv2, shape)
+        self.bn3.build(shape)
+        if self.downsample:
+            self.shortcut_conv.build(tuple(input_shape))
+            self.shortcut_bn.build(shape)
+        self.built = True
+
     def call(self, inputs, training=None):
         x = self.bn1(inputs, training=training)
         x = apply(self.conv1, x)
@@ -71,6 +85,13 @@ class IResNetBlock(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride,
                 "downsample": self.downsample}
+
+
+def _build_all(layers, shape):
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    return shape
 
 
 def build_iresnet(input_shape=(112, 112, 3), layers=(3, 4, 14, 3), widths=STAGE_WIDTHS,

@@ -52,6 +52,16 @@ class TransformerBlock(keras.layers.Layer):
         mask = keras.ops.cast(draw < keep, x.dtype)
         return x * mask / keep
 
+    def build(self, input_shape):
+        # Explicit, so that a model loaded from .keras creates the weights before loading them.
+        shape = tuple(input_shape)
+        self.norm1.build(shape)
+        self.attention.build(shape, shape)
+        self.norm2.build(shape)
+        self.fc1.build(shape)
+        self.fc2.build(shape[:-1] + (int(self.dim * self.mlp_ratio),))
+        self.built = True
+
     def call(self, x, training=None):
         y = self.norm1(x)
         x = x + self._drop_path(self.attention(y, y, training=training), training)
