@@ -207,6 +207,9 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _first_line(error: BaseException) -> str:
+    """The first line of the innermost error that says something."""
+    while not str(error).strip() and error.__cause__ is not None:
+        error = error.__cause__
     text = str(error).strip() or type(error).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else text

@@ -140,13 +140,13 @@ class Registry:
         raise ConfigError(f"unknown {self.kind} '{name}': {did_you_mean(name, self.names())}")
 
     # -- building ---------------------------------------------------------
-    def check(self, config: Mapping[str, Any] | str, provided: Iterable[str] = ()) -> Callable:
+    def check(self, node: Mapping[str, Any] | str, /, provided: Iterable[str] = ()) -> Callable:
         """Validate a node without building anything; returns the factory.
 
         ``provided`` names the arguments the framework fills at run time
         (``num_classes``, ``embedding_dim``), so they are not required here.
         """
-        name, params = split_node(config, self.kind)
+        name, params = split_node(node, self.kind)
         target = self.get(name)
         accepted, required, is_open = accepted_parameters(target)
         if not is_open:
@@ -162,10 +162,10 @@ class Registry:
                 f"set {self.kind}.{sorted(missing)[0]}=...")
         return target
 
-    def build(self, config: Mapping[str, Any] | str, **runtime: Any) -> Any:
+    def build(self, node: Mapping[str, Any] | str, /, **runtime: Any) -> Any:
         """Build a component; ``runtime`` values are passed only where accepted."""
-        target = self.check(config, provided=runtime)
-        _, params = split_node(config, self.kind)
+        target = self.check(node, provided=runtime)
+        _, params = split_node(node, self.kind)
         accepted, _, is_open = accepted_parameters(target)
         extra = {k: v for k, v in runtime.items() if (is_open or k in accepted) and k not in params}
         return target(**params, **extra)
@@ -278,6 +278,6 @@ def registry(kind: str) -> Registry:
     return REGISTRIES[key]
 
 
-def build(kind: str, config: Mapping[str, Any] | str, **runtime: Any) -> Any:
+def build(kind: str, config: Mapping[str, Any] | str, /, **runtime: Any) -> Any:
     """Build any registered component: ``build("loss", {"name": "cosface", "margin": 0.35})``."""
     return registry(kind).build(config, **runtime)

@@ -60,6 +60,7 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
     from trainer.runtime import setup_runtime
 
     seed = int(cfg.trainer.seed)
+    quiet_library_logs()
     keras.utils.set_random_seed(seed)
     runtime = setup_runtime(cfg.runtime)
     source = DATASETS.build(cfg.data)
@@ -96,13 +97,14 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
         from trainer.data.pipeline import training_batches
 
         augment = _augmentation(cfg)
-        batches = training_batches(source, batch_size, seed, augment=augment,
-                                   start_epoch=initial_epoch, views=getattr(loop, "views", 1))
+        batches = training_batches(source, batch_size, seed, steps_per_epoch, epochs,
+                                   augment=augment, start_epoch=initial_epoch)
         throughput = records.Throughput(batch_size)
         loggers = records.loggers(cfg, run_dir)
         try:
             loop.fit(batches, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                      callbacks=[*callbacks, throughput, report.epoch_logger(), *loggers.callbacks],
+                     shuffle=False,  # the pipeline shuffles, per epoch and seeded
                      verbose=1 if sys.stdout.isatty() else 2)
         finally:
             loggers.close()
@@ -119,6 +121,16 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
     if cfg.run.get("export", True):
         path = export_embedding_model(exportable(loop.embedding_model), run_dir)
         report.update(export=os.path.relpath(path, run_dir))
+
+
+def quiet_library_logs() -> None:
+    """Keep the console for our progress: TFDS and TensorFlow log through absl at INFO."""
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.WARNING)
+    except ImportError:  # JAX-only hosts
+        pass
 
 
 def export_embedding_model(model: keras.Model, run_dir: str) -> str:

@@ -14,30 +14,35 @@ import tensorflow as tf
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def epoch_seed(seed: int, epoch):
+def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible shuffle seed per epoch (so resuming at epoch e replays epoch e)."""
-    return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+    return (int(seed) * 1_000_003 + int(epoch)) % (2**31 - 1)
 
 
-def training_batches(source, batch_size: int, seed: int, augment=None, start_epoch: int = 0,
-                     shuffle_buffer: int = 20_000, views: int = 1):
-    """An endless dataset of ``(images, labels)`` batches, epochs concatenated in order.
+def training_batches(source, batch_size: int, seed: int, steps_per_epoch: int, epochs: int,
+                     augment=None, start_epoch: int = 0, shuffle_buffer: int = 20_000):
+    """``(images, labels)`` batches for epochs ``start_epoch … epochs-1``, in order.
 
-    ``views`` > 1 repeats each image so a multi-view ``augment`` can make its
-    views; ``augment`` maps a batch ``(images, labels)`` to the same structure.
+    Each epoch is shuffled with its own seed and cut to ``steps_per_epoch``
+    full batches, so Keras epochs and data epochs coincide and a resumed run
+    sees exactly the batches an uninterrupted one would. ``augment`` maps a
+    batch ``(images, labels)`` to the same structure (multi-view included).
     """
     examples = source.train()
     if source.fits_in_memory:
         examples = examples.cache()
     buffer = min(shuffle_buffer, max(source.num_examples, 1))
 
-    def one_epoch(epoch):
-        return examples.shuffle(buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False)
+    def one_epoch(epoch: int):
+        return (examples.shuffle(buffer, seed=epoch_seed(seed, epoch))
+                .map(as_float_pixels, num_parallel_calls=AUTOTUNE)
+                .batch(batch_size, drop_remainder=True)
+                .repeat()  # a steps_per_epoch larger than the data set wraps around
+                .take(steps_per_epoch))
 
-    batches = (tf.data.Dataset.range(start_epoch, 2**62)
-               .flat_map(one_epoch)
-               .map(as_float_pixels, num_parallel_calls=AUTOTUNE)
-               .batch(batch_size, drop_remainder=True))
+    batches = one_epoch(start_epoch)
+    for epoch in range(start_epoch + 1, epochs):
+        batches = batches.concatenate(one_epoch(epoch))
     if augment is not None:
         batches = batches.map(augment, num_parallel_calls=AUTOTUNE)
     return batches.prefetch(AUTOTUNE)
