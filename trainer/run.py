@@ -97,8 +97,10 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
         from trainer.data.pipeline import training_batches
 
         augment = _augmentation(cfg)
-        batches = training_batches(source, batch_size, seed, steps_per_epoch, epochs,
-                                   augment=augment, start_epoch=initial_epoch)
+        # A loop that needs its own batches (P×K sampling, paired views) builds them.
+        make_batches = getattr(loop, "training_batches", training_batches)
+        batches = make_batches(source, batch_size, seed, steps_per_epoch, epochs,
+                               augment=augment, start_epoch=initial_epoch)
         throughput = records.Throughput(batch_size)
         loggers = records.loggers(cfg, run_dir)
         try:
