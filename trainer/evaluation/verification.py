@@ -3,23 +3,56 @@
 Pairs are scored by the squared Euclidean distance between L2-normalised
 embeddings (0 … 4); for each fold the best threshold on the other nine folds
 (0.00, 0.01, … 3.99) is applied to it, and the mean ± std over folds is reported.
+Also reported: TAR at FAR 1e-1 … 1e-4 (a FAR below one false accept among the
+negatives is not measurable and is reported as null), ROC AUC, and XNorm, the
+mean L2 norm of the un-normalised embeddings (of images and their mirrors).
+
+``.bin`` sets (LFW, CFP-FP, AgeDB-30, ...) are pickles of (2·P encoded images,
+P booleans): pair i is images 2i and 2i+1.
 """
 
 from __future__ import annotations
+
+import io
+import os
+import pickle
 
 import numpy as np
 
 from trainer.registry import EVALUATORS
 
 THRESHOLDS = np.arange(0.0, 4.0, 0.01)
+FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
 
 def embed(model, images: np.ndarray, batch_size: int = 256, flip: bool = True) -> np.ndarray:
     """L2-normalised embeddings; with ``flip`` the image's and its mirror's are summed first."""
+    return embed_with_norm(model, images, batch_size, flip)[0]
+
+
+def embed_with_norm(model, images: np.ndarray, batch_size: int = 256, flip: bool = True):
+    """(L2-normalised flip-summed embeddings, XNorm: mean norm of the un-normalised outputs)."""
     features = _predict(model, images, batch_size)
+    norms = [np.linalg.norm(features, axis=1)]
     if flip:
-        features = features + _predict(model, images[:, :, ::-1], batch_size)
-    return l2_normalise(features)
+        mirrored = _predict(model, images[:, :, ::-1], batch_size)
+        norms.append(np.linalg.norm(mirrored, axis=1))
+        features = features + mirrored
+    xnorm = float(np.mean(np.concatenate(norms))) if len(features) else float("nan")
+    return l2_normalise(features), xnorm
+
+
+def unnormalised(model):
+    """An exported model (…→ L2Normalize) without its last layer, so XNorm means something.
+
+    Verification normalises anyway, so accuracies are unchanged.
+    """
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if last is not None and type(last).__name__ == "L2Normalize":
+        import keras
+
+        return keras.Model(model.inputs, last.input, name=f"{model.name}_unnormalised")
+    return model
 
 
 def _predict(model, images, batch_size):
@@ -93,6 +126,178 @@ def ten_fold_accuracy(distances: np.ndarray, issame: np.ndarray, folds: int = 10
     return float(np.mean(accuracies)), float(np.std(accuracies)), best
 
 
+def tar_at_far(distances: np.ndarray, issame: np.ndarray, fars=FARS) -> dict:
+    """``{"1e-03": TAR}``: positives accepted at the threshold that accepts at most FAR of negatives.
+
+    A pair is accepted when its distance is below the threshold (as in the
+    10-fold protocol). With N negatives, at most floor(FAR·N) may be accepted;
+    when that is 0 the FAR is below the set's resolution and the value is None.
+    """
+    distances = np.asarray(distances, np.float64)
+    issame = np.asarray(issame, bool)
+    negatives = np.sort(distances[~issame])
+    positives = distances[issame]
+    result = {}
+    for far in fars:
+        allowed = int(np.floor(far * len(negatives) + 1e-9))
+        if allowed < 1 or not len(positives):
+            result[f"{far:.0e}"] = None
+            continue
+        # Accepting d < negatives[allowed] admits at most `allowed` negatives (fewer on ties).
+        threshold = negatives[allowed] if allowed < len(negatives) else np.inf
+        result[f"{far:.0e}"] = float(np.mean(positives < threshold))
+    return result
+
+
+def roc_auc(distances: np.ndarray, issame: np.ndarray) -> float:
+    """Area under the ROC curve: P(positive distance < negative distance), ties counting half."""
+    distances = np.asarray(distances, np.float64)
+    issame = np.asarray(issame, bool)
+    positives, negatives = distances[issame], np.sort(distances[~issame])
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    below = np.searchsorted(negatives, positives, side="left")       # negatives closer than it
+    not_above = np.searchsorted(negatives, positives, side="right")  # ... closer or as close
+    # For each positive: negatives farther away count 1, equally far count 1/2.
+    wins = (len(negatives) - not_above) + 0.5 * (not_above - below)
+    return float(np.sum(wins) / (len(positives) * len(negatives)))
+
+
+def roc_curve(distances: np.ndarray, issame: np.ndarray):
+    """(FAR, TAR) at every distinct threshold, FAR ascending (accept distance <= threshold)."""
+    distances = np.asarray(distances, np.float64)
+    issame = np.asarray(issame, bool)
+    order = np.argsort(distances, kind="stable")
+    sorted_distances, sorted_same = distances[order], issame[order]
+    last_of_each = np.r_[np.flatnonzero(np.diff(sorted_distances)), len(distances) - 1]
+    true_accepts = np.cumsum(sorted_same)[last_of_each]
+    false_accepts = np.cumsum(~sorted_same)[last_of_each]
+    far = np.r_[0.0, false_accepts / max(np.sum(~issame), 1)]
+    tar = np.r_[0.0, true_accepts / max(np.sum(issame), 1)]
+    return far, tar
+
+
+def plot_roc(curves: dict, path: str) -> str:
+    """Write a ROC PNG of ``{name: (far, tar)}`` (log FAR axis); returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 4), dpi=100)
+    for name, (far, tar) in curves.items():
+        keep = far > 0
+        axes.plot(far[keep], tar[keep], label=name)
+    axes.set_xscale("log")
+    axes.set_xlim(1e-4, 1.0)
+    axes.set_ylim(0.0, 1.01)
+    axes.set_xlabel("false accept rate")
+    axes.set_ylabel("true accept rate")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def verification_metrics(distances: np.ndarray, issame: np.ndarray, folds: int = 10,
+                         xnorm: float | None = None) -> dict:
+    """Everything the protocol reports for one set of scored pairs."""
+    mean, std, thresholds = ten_fold_accuracy(distances, issame, folds)
+    metrics = {"accuracy": mean, "accuracy_std": std, "threshold": float(np.median(thresholds)),
+               "pairs": int(len(issame)), "tar_at_far": tar_at_far(distances, issame),
+               "roc_auc": roc_auc(distances, issame)}
+    if xnorm is not None:
+        metrics["xnorm"] = float(xnorm)
+    return metrics
+
+
+# -- .bin files ----------------------------------------------------------------------
+
+def _as_bytes(entry) -> bytes:
+    if isinstance(entry, (bytes, bytearray)):
+        return bytes(entry)
+    if isinstance(entry, np.ndarray):
+        return entry.astype(np.uint8, copy=False).tobytes()
+    raise ValueError(f"a .bin entry is a {type(entry).__name__}, expected bytes, bytearray or uint8 array")
+
+
+def decode_images(encoded, image_size: int | None = None) -> np.ndarray:
+    """uint8 (N, S, S, 3) from encoded JPEG/PNG bytes; resized (area) when ``image_size`` differs."""
+    import tensorflow as tf
+
+    images = []
+    for entry in encoded:
+        image = tf.io.decode_image(_as_bytes(entry), channels=3, expand_animations=False)
+        if image_size is not None and tuple(image.shape[:2]) != (image_size, image_size):
+            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
+                image, [image_size, image_size], method="area")), 0, 255), tf.uint8)
+        images.append(image.numpy())
+    return np.stack(images) if images else np.zeros((0, image_size or 1, image_size or 1, 3), np.uint8)
+
+
+def read_bin(path: str, image_size: int | None = None):
+    """(images uint8 [2P, S, S, 3], issame bool [P]) of a verification ``.bin`` (local or gs://)."""
+    import tensorflow as tf
+
+    from trainer.data.errors import DataError
+
+    if not tf.io.gfile.exists(str(path)):
+        raise DataError(f"verification file {path} does not exist; check eval.bin_files")
+    with tf.io.gfile.GFile(str(path), "rb") as f:
+        try:
+            bins, issame = pickle.load(f, encoding="bytes")
+        except Exception as error:  # pickle raises many types on foreign files
+            raise DataError(f"{path} is not a verification .bin (pickle of images and issame): "
+                            f"{type(error).__name__}") from None
+    issame = np.asarray(issame, bool)
+    if len(bins) != 2 * len(issame):
+        raise DataError(f"{path} holds {len(bins)} images for {len(issame)} pairs (expected 2 per pair)")
+    return decode_images(bins, image_size), issame
+
+
+def encode_image(image: np.ndarray, image_format: str = "png", quality: int = 95) -> bytes:
+    import tensorflow as tf
+
+    if image_format == "png":
+        return tf.io.encode_png(image).numpy()
+    return tf.io.encode_jpeg(image, quality=quality).numpy()
+
+
+def write_bin(path: str, images_a: np.ndarray, images_b: np.ndarray, issame,
+              image_format: str = "png") -> str:
+    """Write pairs ``(images_a[i], images_b[i])`` as a ``.bin`` (pickle of bytes and booleans)."""
+    import tensorflow as tf
+
+    bins = []
+    for a, b in zip(images_a, images_b):
+        bins += [encode_image(a, image_format), encode_image(b, image_format)]
+    buffer = io.BytesIO()
+    pickle.dump((bins, [bool(x) for x in issame]), buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    folder = os.path.dirname(str(path))
+    if folder:
+        tf.io.gfile.makedirs(folder)
+    with tf.io.gfile.GFile(str(path), "wb") as f:
+        f.write(buffer.getvalue())
+    return str(path)
+
+
+def evaluate_bin(model, path: str, folds: int = 10, batch_size: int = 256, with_curve: bool = False):
+    """Metrics of ``model`` on one ``.bin`` (images resized to the model's input)."""
+    size = model.input_shape[1] if getattr(model, "input_shape", None) else None
+    images, issame = read_bin(path, size)
+    embeddings, xnorm = embed_with_norm(unnormalised(model), images, batch_size)
+    distances = squared_distances(embeddings[0::2], embeddings[1::2])
+    metrics = verification_metrics(distances, issame, folds, xnorm)
+    return (metrics, roc_curve(distances, issame)) if with_curve else metrics
+
+
+def bin_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(str(path)))[0]
+
+
 def verify_pairs(embeddings: np.ndarray, index_a, index_b, issame, folds: int = 10) -> dict:
     """Metrics of the pairs ``(index_a[i], index_b[i])`` of one embedding matrix."""
     distances = squared_distances(embeddings[index_a], embeddings[index_b])
@@ -120,7 +325,10 @@ class VerificationEvaluator:
         heldout = source.heldout()
         if heldout is not None:
             images, labels = materialise(heldout)
-            embeddings = embed(embedding_model, images, self.batch_size)
+            embeddings, xnorm = embed_with_norm(unnormalised(embedding_model), images, self.batch_size)
             index_a, index_b, issame = sample_pairs(labels, self.pairs, self.seed)
-            results["heldout"] = verify_pairs(embeddings, index_a, index_b, issame, self.folds)
+            distances = squared_distances(embeddings[index_a], embeddings[index_b])
+            results["heldout"] = verification_metrics(distances, issame, self.folds, xnorm)
+        for path in self.bin_files:
+            results[bin_name(path)] = evaluate_bin(embedding_model, path, self.folds, self.batch_size)
         return results

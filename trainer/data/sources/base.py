@@ -17,6 +17,8 @@ class DataSource(abc.ABC):
     image_size: int
     num_classes: int
     num_examples: int
+    # (num_shards, index) set by ``shard``; sources that honour it apply it in ``train``.
+    shard_spec: tuple[int, int] = (1, 0)
 
     @abc.abstractmethod
     def train(self):
@@ -32,6 +34,24 @@ class DataSource(abc.ABC):
     def heldout_families(self):
         """Family id per held-out identity (a NumPy array indexed by label), or None."""
         return None
+
+    def shard(self, num_shards: int, index: int) -> "DataSource":
+        """Read only every ``num_shards``-th example from ``index`` on (one worker's share).
+
+        The runtime calls it with (number of input workers, this worker's index)
+        when tf.data auto-sharding is off; returns ``self``. ``num_examples``
+        stays the global count.
+        """
+        num_shards, index = int(num_shards), int(index)
+        if num_shards < 1 or not 0 <= index < num_shards:
+            raise ValueError(f"shard index {index} is not in [0, {num_shards})")
+        self.shard_spec = (num_shards, index)
+        return self
+
+    def apply_shard(self, dataset):
+        """``dataset`` cut to this worker's shard (no-op without ``shard``)."""
+        num_shards, index = self.shard_spec
+        return dataset.shard(num_shards, index) if num_shards > 1 else dataset
 
     @property
     def fits_in_memory(self) -> bool:

@@ -1,0 +1,82 @@
+"""Convert image folders or insightface RecordIO to TFRecord shards.
+
+    python -m trainer.data.convert input=/data/faces_emore output=gs://bucket/ms1m shards=64
+    python -m trainer.data.convert input=/data/people output=/data/people_tfr format=folder \\
+        heldout_input=/data/people_heldout
+
+``format`` is ``recordio`` or ``folder`` (default: ``recordio`` when
+``input/train.rec`` exists). Encoded images are copied byte for byte (no
+re-encoding); labels are kept. ``dataset_info.json`` records the counts and,
+for folders, the identity names (so a families file can refer to them).
+Read the result with ``data=tfrecord data.path=<output>``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from trainer.data import tfrecord
+from trainer.data.errors import DataError
+
+USAGE = ("usage: python -m trainer.data.convert input=<folder or recordio dir> output=<dir> "
+         "[format=folder|recordio] [shards=8] [heldout_input=<folder>] [on_corrupt=stop|skip]")
+OPTIONS = {"input", "output", "format", "shards", "heldout_input", "on_corrupt"}
+
+
+def convert(input, output, format=None, shards=8, heldout_input=None, on_corrupt="stop") -> dict:
+    """Write ``output/train-*.tfrecord`` (+ ``heldout-*.tfrecord``); returns dataset_info."""
+    import tensorflow as tf
+
+    from trainer.data.sources.folder import FolderSource
+    from trainer.data.sources.recordio import RecordIOSource
+
+    if format is None:
+        format = "recordio" if tf.io.gfile.exists(os.path.join(str(input), "train.rec")) else "folder"
+    if format not in ("folder", "recordio"):
+        raise DataError(f"format={format} is not folder or recordio")
+    shards = int(shards)
+    if shards < 1:
+        raise DataError(f"shards={shards}: need at least 1")
+    # Sizes are irrelevant here (bytes are copied), so any size is accepted.
+    common = dict(path=input, image_size=112, resize=True, on_corrupt=on_corrupt)
+    extra = {}
+    if format == "recordio":
+        source = RecordIOSource(**common)
+    else:
+        source = FolderSource(**common, heldout_path=heldout_input)
+        extra["identities"] = source.identities
+        if heldout_input:
+            extra["heldout_identities"] = source.heldout_identities
+    if format == "folder" and heldout_input:
+        held = tfrecord.write_shards(source.encoded_examples(heldout=True), output, 1, "heldout",
+                                     write_info=False)
+        extra.update(heldout_files=held["files"], heldout_examples=held["num_examples"])
+    return tfrecord.write_shards(source.encoded_examples(), output, shards, "train",
+                                 num_classes=source.num_classes, extra_info=extra)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    options = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in OPTIONS:
+            print(f"error: unknown argument {arg!r}\n{USAGE}", file=sys.stderr)
+            return 2
+        options[key] = None if value in ("", "null", "None") else value
+    if "input" not in options or "output" not in options:
+        print(f"error: input= and output= are required\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        info = convert(**options)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {info['num_examples']} images of {info['num_classes']} identities in "
+          f"{len(info['files'])} shards to {options['output']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
