@@ -1,0 +1,87 @@
+"""Timing the framework inside one ``fit`` call, with the other measurements in between.
+
+``fit`` is run once for warm-up + windows x steps; the ``Interleaver``
+callback (first in the callback list) marks window boundaries at
+``on_train_batch_begin`` and, at each boundary, runs one window of every
+other measurement (minimal step, input pipeline). So a framework window holds
+every per-step cost of the real path (data iteration, the compiled step,
+every callback's batch hooks, the progress bar) and none of ``fit``'s set-up
+or the epoch-end work, which is timed separately (``epoch_end_seconds``).
+Hooking ``on_train_batch_begin`` leaves Keras's asynchronous callback
+dispatch (JAX) as it is: only ``*_batch_end`` hooks decide it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+
+
+class Runner:
+    """What the interleaver drives between framework windows."""
+
+    name: str
+
+    def warmup(self, steps: int) -> None:
+        raise NotImplementedError
+
+    def window(self, steps: int) -> float:
+        """Seconds for ``steps`` steps (batches), finished (synchronised) on return."""
+        raise NotImplementedError
+
+
+class Interleaver(keras.callbacks.Callback):
+    """Framework windows delimited at step indices; other runners' windows run at each boundary."""
+
+    def __init__(self, warmup_steps: int, steps_per_window: int, windows: int, runners, record,
+                 steps_per_execution: int = 1):
+        super().__init__()
+        self.steps_per_execution = int(steps_per_execution)  # boundaries must be multiples of it
+        self.boundaries = [warmup_steps + k * steps_per_window for k in range(windows + 1)]
+        self.runners = list(runners)
+        self.record = record            # record(name, seconds) for every finished window
+        self.warmup_steps = warmup_steps
+        self.steps_per_window = steps_per_window
+        self._next = 0
+        self._window_start = None
+        self.fit_started = time.perf_counter()
+        self.warmup_seconds = None
+        self.epoch_end_started = None
+
+    @property
+    def total_steps(self) -> int:
+        """Steps ``fit`` must run: the last boundary is seen at the start of one more execution."""
+        return self.boundaries[-1] + self.steps_per_execution
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._next >= len(self.boundaries) or batch < self.boundaries[self._next]:
+            return
+        _wait_for_device(self.model)
+        now = time.perf_counter()
+        if self._next == 0:
+            self.warmup_seconds = now - self.fit_started
+            for runner in self.runners:
+                runner.warmup(self.warmup_steps)
+        else:
+            self.record("framework", now - self._window_start)
+            for runner in self.runners:
+                self.record(runner.name, runner.window(self.steps_per_window))
+        self._next += 1
+        self._window_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_end_started = time.perf_counter()
+
+    @property
+    def complete(self) -> bool:
+        return self._next == len(self.boundaries)
+
+
+def _wait_for_device(model) -> None:
+    """JAX dispatches steps ahead of the device: wait for the state before reading the clock."""
+    state = getattr(model, "_jax_state", None)
+    if state:
+        import jax
+
+        jax.block_until_ready(state)

@@ -1,0 +1,364 @@
+"""One benchmark run: build the job's model as the trainer does, then time it three ways.
+
+1. **framework**: the trainer's own path (``loop.compile`` + ``loop.fit`` with
+   the job's callbacks, ``Throughput``, the ``metrics.json`` logger and the
+   loggers), fed in-memory batches so that only the framework is measured;
+2. **minimal**: a hand-written step on a second copy of the same model, loss
+   and optimizer (``trainer.bench.minimal_step``), the same batches;
+3. **pipeline**: the job's input pipeline alone (decode, cache, shuffle,
+   batch, augment), batches pulled and dropped.
+
+Windows of the three are interleaved (``trainer.bench.interleave``), so the
+ratios framework/minimal and pipeline/framework compare windows taken under
+the same load of a shared machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from trainer.bench import flops as flops_module
+from trainer.bench.interleave import Interleaver, Runner
+from trainer.bench.memory import gib, peak_device_bytes, peak_host_bytes
+from trainer.bench.timing import Windows, paired_ratio, steps_windows
+
+FRAMEWORK_TARGET = 0.95   # framework step >= 0.95 x the minimal step
+PIPELINE_TARGET = 3.0     # input pipeline >= 3 x the model step
+
+
+def run_bench(cfg) -> dict:
+    """Measure the job ``cfg`` (a composed ``bench`` config) and return the report (a dict)."""
+    from trainer.builders import build_loop, build_optimizer
+    from trainer.config import validate
+    from trainer.registry import DATASETS, ConfigError
+    from trainer.run import quiet_library_logs
+    from trainer.runtime import setup_runtime
+
+    validate(cfg)
+    bench = cfg.bench
+    quiet_library_logs()
+    runtime = setup_runtime(cfg.runtime)
+    seed = int(cfg.trainer.seed)
+    keras.utils.set_random_seed(seed)
+    batch_size = int(cfg.trainer.batch_size)
+    windows = int(bench.windows)
+    if windows < 1 or int(bench.steps_per_window) < 1:
+        raise ConfigError("bench.windows and bench.steps_per_window must be >= 1")
+    execution = max(int(runtime.steps_per_execution), 1)
+    steps_per_window = _round_up(int(bench.steps_per_window), execution)
+    warmup_steps = _round_up(max(int(bench.warmup_steps), 1), execution)
+
+    synthetic = bench.get("num_classes") is not None
+    source = DATASETS.build(cfg.data) if (not synthetic or bench.pipeline) else None
+    num_classes = int(bench.num_classes) if synthetic else source.num_classes
+    image_size = int(bench.get("image_size") or (source.image_size if source is not None
+                                                  else cfg.data.image_size))
+    steps_per_epoch = int(cfg.trainer.steps_per_epoch
+                          or (source.num_examples // batch_size if source is not None else 1000))
+    epochs = int(cfg.trainer.epochs)
+    run_dir = tempfile.mkdtemp(prefix="facetrain-bench-")
+    try:
+        report = _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size,
+                          batch_size, steps_per_epoch, epochs, warmup_steps, steps_per_window,
+                          windows, run_dir, build_loop, build_optimizer)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return report
+
+
+def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, batch_size,
+             steps_per_epoch, epochs, warmup_steps, steps_per_window, windows, run_dir,
+             build_loop, build_optimizer) -> dict:
+    from trainer import records
+    from trainer.data.pipeline import training_batches
+    from trainer.run import _augmentation, _callbacks
+
+    seed = int(cfg.trainer.seed)
+    job_callbacks = bench.callbacks == "job"
+    callbacks = sorted(_callbacks(cfg, run_dir), key=lambda c: not hasattr(c, "error")) if job_callbacks else []
+    with runtime.scope():
+        loop = build_loop(cfg, num_classes, image_size)
+        optimizer = build_optimizer(cfg, steps_per_epoch, steps_per_epoch * epochs)
+        for callback in callbacks:
+            optimizer = getattr(callback, "prepare_optimizer", lambda o: o)(optimizer)
+        loop.compile(optimizer=optimizer, jit_compile=runtime.jit_compile,
+                     steps_per_execution=runtime.steps_per_execution)
+
+    augment = _augmentation(cfg)
+    make_batches = getattr(loop, "training_batches", training_batches)
+
+    def pipeline(epochs_needed):
+        return make_batches(source, batch_size, seed, steps_per_epoch, epochs_needed,
+                            augment=augment, start_epoch=0)
+
+    distinct = max(int(bench.distinct_batches), 1)
+    if synthetic:
+        batches = random_batches(distinct, batch_size, image_size, num_classes, seed)
+    else:  # the pipeline's own first batches: any loop's batch structure, real pixels
+        batches = [_to_numpy(b) for b in itertools.islice(_iterate(pipeline(1 + distinct // steps_per_epoch)),
+                                                         distinct)]
+
+    results: dict[str, Windows] = {}
+
+    def record(name, seconds):
+        results[name].add(seconds)
+
+    runners = []
+    results["framework"] = steps_windows(batch_size, steps_per_window)
+    if bench.minimal:
+        runners.append(_MinimalRunner(cfg, runtime, num_classes, image_size, steps_per_epoch,
+                                      epochs, batches, build_loop, build_optimizer))
+        results["minimal"] = steps_windows(batch_size, steps_per_window)
+    pipeline_runner = None
+    if bench.pipeline and source is not None:
+        cached = bool(getattr(source, "fits_in_memory", False))
+        needed = warmup_steps + (steps_per_epoch if cached else 0) + windows * steps_per_window
+        pipeline_runner = _PipelineRunner(pipeline(math.ceil(needed / steps_per_epoch) + 1),
+                                          first_epoch_steps=steps_per_epoch if cached else 0,
+                                          batch_size=batch_size)
+        runners.append(pipeline_runner)
+        results["pipeline"] = Windows(images_per_window=batch_size * steps_per_window,
+                                      steps_per_window=steps_per_window)
+
+    interleaver = Interleaver(warmup_steps, steps_per_window, windows, runners, record,
+                              steps_per_execution=max(int(runtime.steps_per_execution), 1))
+    extra = []
+    if job_callbacks:
+        report = records.RunReport(run_dir, cfg)
+        loggers = records.loggers(cfg, run_dir)
+        extra = [records.Throughput(batch_size), report.epoch_logger(), *loggers.callbacks]
+    for callback in callbacks:
+        if hasattr(callback, "set_position"):
+            callback.set_position(interleaver.total_steps, 0)
+        if hasattr(callback, "check_compatible"):
+            callback.check_compatible(interleaver.total_steps, batch_size)
+    interleaver.fit_started = time.perf_counter()
+    try:
+        loop.fit(in_memory_data(batches), epochs=1, steps_per_epoch=interleaver.total_steps,
+                 callbacks=[interleaver, *callbacks, *extra], shuffle=False,
+                 verbose=int(bench.verbose))
+    finally:
+        if job_callbacks:
+            loggers.close()
+    fit_ended = time.perf_counter()
+    if not interleaver.complete:
+        from trainer.registry import ConfigError
+
+        guard = next((c for c in callbacks if getattr(c, "error", None)), None)
+        raise ConfigError(f"training stopped before the benchmark finished"
+                          f"{': ' + guard.error if guard is not None else ''}")
+
+    summaries = {name: windows_.summary() for name, windows_ in results.items()}
+    if pipeline_runner is not None:
+        summaries["pipeline"]["first_epoch_images_per_second"] = pipeline_runner.first_epoch_rate
+    ratios = {}
+    if "minimal" in results:
+        ratios["framework_over_minimal"] = paired_ratio(results["framework"], results["minimal"])
+    if "pipeline" in results:
+        ratios["pipeline_over_framework"] = paired_ratio(results["pipeline"], results["framework"])
+
+    flops = flops_module.flops_summary(loop, (image_size, image_size, 3))
+    minimal_runner = next((r for r in runners if isinstance(r, _MinimalRunner)), None)
+    xla = minimal_runner.step.compiled_flops() if minimal_runner is not None else None
+    if xla:
+        flops["xla_train_flops_per_image"] = int(xla / batch_size)
+    peak = bench.get("peak_tflops")
+    for name in ("framework", "minimal"):
+        rate = summaries.get(name, {}).get("images_per_second")
+        if rate:
+            achieved = rate * flops["train_flops_per_image"] / 1e12
+            summaries[name]["tflops"] = round(achieved, 4)
+            if peak:
+                summaries[name]["utilisation"] = round(achieved / float(peak), 4)
+
+    framework_step = summaries["framework"].get("step_seconds")
+    epoch_end = fit_ended - interleaver.epoch_end_started if interleaver.epoch_end_started else None
+    job = job_description(cfg, runtime, num_classes, image_size, batch_size, steps_per_epoch, synthetic)
+    job["parameters"] = int(loop.count_params())
+    return {
+        "job": job,
+        "bench": {"warmup_steps": warmup_steps, "windows": windows,
+                  "steps_per_window": steps_per_window, "distinct_batches": distinct,
+                  "callbacks": str(bench.callbacks), "verbose": int(bench.verbose)},
+        "framework": summaries["framework"],
+        "minimal": summaries.get("minimal"),
+        "pipeline": summaries.get("pipeline"),
+        "ratios": ratios,
+        "targets": targets(ratios),
+        "flops": flops,
+        "overheads": {
+            "warmup_seconds": round(interleaver.warmup_seconds, 3),
+            "epoch_end_seconds": round(epoch_end, 3) if epoch_end is not None else None,
+            # the epoch-end work (checkpoint, metrics.json, loggers) as a share of one epoch
+            "epoch_end_share": (round(epoch_end / (epoch_end + steps_per_epoch * framework_step), 4)
+                                if epoch_end is not None and framework_step else None),
+            "framework_traces": tracing_count(loop),
+        },
+        "memory": {"peak_host_gib": gib(peak_host_bytes()),
+                   "peak_device_gib": gib(peak_device_bytes()),
+                   "note": "this process: two copies of the model (framework and minimal) and the "
+                           "pipeline; bench.job=true measures the job alone"},
+        "machine": machine(),
+    }
+
+
+def targets(ratios: dict) -> dict:
+    found = {}
+    framework = (ratios.get("framework_over_minimal") or {}).get("median")
+    if framework is not None:
+        found["framework_over_minimal"] = {"target": FRAMEWORK_TARGET, "met": framework >= FRAMEWORK_TARGET}
+    pipeline = (ratios.get("pipeline_over_framework") or {}).get("median")
+    if pipeline is not None:
+        found["pipeline_over_framework"] = {"target": PIPELINE_TARGET, "met": pipeline >= PIPELINE_TARGET}
+    return found
+
+
+def job_description(cfg, runtime, num_classes, image_size, batch_size, steps_per_epoch, synthetic):
+    return {"backend": keras.backend.backend(),
+            "backbone": str(cfg.backbone.name), "neck": str(cfg.neck.name),
+            "head": str(cfg.head.name) if cfg.get("head") else None,
+            "loss": str(cfg.loss.name) if cfg.get("loss") else None, "loop": str(cfg.loop.name),
+            "augment": [str(op.name) if hasattr(op, "name") else str(op)
+                        for op in ((cfg.get("augment") or {}).get("ops") or [])],
+            "image_size": image_size, "batch_size": batch_size, "num_classes": num_classes,
+            "steps_per_epoch": steps_per_epoch,
+            "precision": keras.mixed_precision.global_policy().name,
+            "jit_compile": bool(runtime.jit_compile),
+            "steps_per_execution": int(runtime.steps_per_execution),
+            "model_data": "random in-memory batches" if synthetic else "the pipeline's first batches, in memory"}
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "cpu": _cpu_model(),
+            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            device = jax.local_devices()[0]
+            info["device"] = f"{device.platform}: {getattr(device, 'device_kind', '')}".strip()
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            info["device"] = (tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu")
+                              if gpus else "cpu")
+    except Exception:
+        info["device"] = "unknown"
+    from trainer.records import git_commit, package_versions
+
+    info["versions"] = package_versions()
+    info["git_commit"] = git_commit()
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def tracing_count(loop) -> int | None:
+    """How often TensorFlow traced the training function (1 = no retracing), if it says."""
+    function = getattr(loop, "train_function", None)
+    counter = getattr(function, "experimental_get_tracing_count", None)
+    try:
+        return int(counter()) if counter else None
+    except Exception:
+        return None
+
+
+# -- batches -------------------------------------------------------------------------
+
+def random_batches(count: int, batch_size: int, image_size: int, num_classes: int, seed: int):
+    """``count`` batches of (float32 pixels 0..255, int32 labels), the pipeline's output format."""
+    rng = np.random.default_rng(seed)
+    return [(rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32),
+             rng.integers(0, num_classes, batch_size).astype(np.int32)) for _ in range(count)]
+
+
+def in_memory_data(batches):
+    """What ``fit`` reads: a repeating ``tf.data`` of the batches (TF), or a NumPy generator (JAX)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        stacked = keras.tree.map_structure(lambda *parts: np.stack(parts), *batches)
+        return tf.data.Dataset.from_tensor_slices(stacked).repeat().prefetch(tf.data.AUTOTUNE)
+    return itertools.cycle(batches)
+
+
+def _iterate(batches):
+    if hasattr(batches, "element_spec"):  # tf.data
+        return batches.as_numpy_iterator() if keras.backend.backend() != "tensorflow" else iter(batches)
+    return iter(batches)
+
+
+def _to_numpy(batch):
+    return keras.tree.map_structure(lambda t: np.asarray(t), batch)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+# -- the runners between framework windows -------------------------------------------
+
+class _MinimalRunner(Runner):
+    name = "minimal"
+
+    def __init__(self, cfg, runtime, num_classes, image_size, steps_per_epoch, epochs, batches,
+                 build_loop, build_optimizer):
+        from trainer.bench.minimal_step import MinimalStep
+
+        with runtime.scope():
+            loop = build_loop(cfg, num_classes, image_size)
+            optimizer = build_optimizer(cfg, steps_per_epoch, steps_per_epoch * epochs)
+        self.step = MinimalStep(loop, optimizer, batches, jit_compile=runtime.jit_compile)
+
+    def warmup(self, steps):
+        self.step.warmup(steps)
+
+    def window(self, steps):
+        return self.step.window(steps)
+
+
+class _PipelineRunner(Runner):
+    """Pulls batches from the job's pipeline; the first epoch (decode, cache fill) is warm-up."""
+
+    name = "pipeline"
+
+    def __init__(self, batches, first_epoch_steps: int, batch_size: int):
+        self.iterator = _iterate(batches)
+        self.first_epoch_steps = first_epoch_steps
+        self.batch_size = batch_size
+        self.first_epoch_rate = None
+
+    def _pull(self, steps) -> float:
+        start = time.perf_counter()
+        for _ in range(int(steps)):
+            next(self.iterator)
+        return time.perf_counter() - start
+
+    def warmup(self, steps):
+        seconds = self._pull(max(steps, self.first_epoch_steps))
+        if self.first_epoch_steps:
+            self.first_epoch_rate = round(max(steps, self.first_epoch_steps) * self.batch_size / seconds, 2)
+
+    def window(self, steps):
+        return self._pull(steps)
