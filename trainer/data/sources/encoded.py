@@ -7,9 +7,11 @@ to uint8 (H, W, 3) at ``image_size`` and deals with the user's data mistakes:
 * sizes: ``resize: true`` resizes (area-averaging when shrinking); ``false``
   makes a size other than ``image_size`` an error;
 * corrupt records: bytes that are not a complete JPEG/PNG/GIF/BMP (wrong
-  signature, truncated JPEG) are reported with file and record, then skipped
+  signature, truncated JPEG or PNG) are reported with file and record, then skipped
   and counted (``on_corrupt: skip``) or the job stops (``on_corrupt: stop``).
-  In skip mode a record that still fails to decode is dropped as well;
+  In skip mode a record that passes these checks but still fails to decode
+  is dropped as well (TensorFlow logs it); in stop mode it stops the job
+  with TensorFlow's decoder message;
 * before training, ``preflight`` decodes the first few records in Python so a
   wrong path, format or size is one clear line, not a traceback mid-epoch.
 """
@@ -41,8 +43,10 @@ def looks_like_image(data):
     tail_length = tf.minimum(length, 32)
     tail = tf.io.decode_raw(tf.strings.substr(data, length - tail_length, tail_length), tf.uint8)
     has_end = tf.reduce_any(tf.logical_and(tf.equal(tail[:-1], 255), tf.equal(tail[1:], 217)))
-    return tf.logical_and(length >= 16,
-                          tf.logical_or(tf.logical_and(jpeg, has_end), png | gif | bmp))
+    # PNGs end with the IEND chunk (type + CRC).
+    png_end = tf.strings.substr(data, tf.maximum(length - 8, 0), 8) == b"IEND\xaeB`\x82"
+    return tf.logical_and(length >= 16, tf.reduce_any(tf.stack([
+        tf.logical_and(jpeg, has_end), tf.logical_and(png, png_end), gif, bmp])))
 
 
 class EncodedImageSource(DataSource):
