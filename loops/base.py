@@ -123,15 +123,38 @@ def load_frozen_embedding_model(path, role: str, image_size: int | None = None) 
     _import_serializable_components()
     try:
         model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # a corrupt or foreign file: one line, not a traceback
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{role}={path} could not be loaded as a Keras model: {first}") from error
+    except Exception as error:
+        try:
+            model = _rebuild_then_load_weights(path)
+        except Exception:  # a corrupt or foreign file: one line, not a traceback
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"{role}={path} could not be loaded as a Keras model: {first}") from error
     model.trainable = False
     if image_size is not None:
         expected = tuple(model.input_shape[1:3])
         if expected != (int(image_size), int(image_size)):
             raise ConfigError(f"{role} takes {expected[0]}x{expected[1]} images but the data are "
                               f"{image_size}x{image_size}; set data.image_size={expected[0]}")
+    return model
+
+
+def _rebuild_then_load_weights(path: str) -> keras.Model:
+    """Second way in for ``.keras`` files whose layers build lazily (weights created on first call).
+
+    ``load_model`` loads weights into layers it builds from shapes alone, which
+    fails for a layer without ``build()``; running the rebuilt model once on
+    zeros creates every weight, then the archive's weights load by structure.
+    """
+    import json
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    model = keras.saving.deserialize_keras_object(config)
+    model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)
+    model.load_weights(path)
     return model
 
 

@@ -1,0 +1,188 @@
+"""Backward-compatible training (BCT; Shen et al., CVPR 2020).
+
+After a model update, the embeddings already stored for a gallery (millions of
+photos) were made by the OLD model. BCT trains the new model so that its
+embeddings can be compared with old ones directly: besides its own classifier
+loss, the new embedding is classified by the OLD model's frozen classifier
+(the "influence loss"):
+
+    L = loss(y, head_new(phi_new(x))) + lambda * loss(y, W_old^T phi_new(x))
+
+The old classifier. Only the exported old *embedding* model is at hand (the
+default job's ``runs/<name>/export/embedding.keras``; margin-loss classifiers
+are not exported). BCT's paper notes that for new classes the old classifier
+can be made of the old model's class means; we do that for all classes:
+``W_old[:, c]`` = the L2-normalised mean of the old model's (normalised)
+embeddings of class c over the training set, computed once before training
+(``prepare``) and frozen. For a cosine-margin old model this is its class
+centre up to the in-class spread, which is what the influence term needs.
+
+Reports, at each epoch end, verification accuracy on the held-out pairs for
+new-vs-new, old-vs-old and old-vs-new (the gallery made by the old model, the
+query by the new one): ``bct_new_accuracy``, ``bct_old_accuracy``,
+``bct_cross_accuracy`` in the epoch logs (``metrics.json`` ``epochs``).
+``python -m loops.bct --old A.keras --new B.keras`` measures any two exports.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from loops.base import l2_normalize, load_frozen_embedding_model, output_dim
+from loops.supervised import SupervisedLoop
+from trainer.registry import LOOPS, ConfigError
+
+
+@LOOPS.register("bct")
+@keras.saving.register_keras_serializable(package="facetrain")
+class BCTLoop(SupervisedLoop):
+    """Supervised loop plus the influence loss through the old model's frozen class means."""
+
+    def __init__(self, embedding_model, head, loss, num_classes, old_model=None,
+                 influence_weight=1.0, evaluation_pairs=1000, **kwargs):
+        super().__init__(embedding_model, head, loss, **kwargs)
+        if head is None or loss is None:
+            raise ConfigError("loop=bct trains a classifier: it needs a head (head=cosine) and a "
+                              "margin loss (loss=arcface)")
+        self.old_model_path = old_model
+        self.old_model = load_frozen_embedding_model(
+            old_model, "loop.old_model", image_size=embedding_model.input_shape[1])
+        new_dim, old_dim = output_dim(embedding_model), output_dim(self.old_model)
+        if new_dim != old_dim:
+            raise ConfigError(f"loop.old_model makes {old_dim}-d embeddings, the new model "
+                              f"{new_dim}-d; compatible embeddings need neck.embedding_dim={old_dim}")
+        self.num_classes = int(num_classes)
+        self.influence_weight = float(influence_weight)
+        self.evaluation_pairs = int(evaluation_pairs)
+        # A second copy of the loss: stateful losses keep separate statistics per classifier.
+        self.influence_loss = type(loss).from_config(loss.get_config())
+        self.influence_state = getattr(self.influence_loss, "state_layer", None)
+        self.old_classifier = self.add_weight(
+            name="old_classifier", shape=(old_dim, self.num_classes), initializer="zeros",
+            dtype="float32", trainable=False, autocast=False)
+        self.prepared = False
+        self.source = None
+
+    def loop_config(self):
+        return {"num_classes": self.num_classes, "old_model": self.old_model_path,
+                "influence_weight": self.influence_weight,
+                "evaluation_pairs": self.evaluation_pairs}
+
+    def call(self, images, training=False):
+        embedding = self.embedding_model(images, training=training)
+        unit = l2_normalize(embedding)
+        old_cos = ops.matmul(unit, self.old_classifier)
+        norm = ops.sqrt(ops.maximum(ops.sum(ops.square(ops.cast(embedding, "float32")), axis=-1,
+                                            keepdims=True), 1e-12))
+        return {"new": self.head(embedding, training=training), "old": {"cos": old_cos, "norm": norm}}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        new = self.face_loss(y, y_pred["new"], sample_weight=sample_weight)
+        influence = self.influence_loss(y, y_pred["old"], sample_weight=sample_weight)
+        return new + self.influence_weight * influence + self.regularization_loss()
+
+    # -- before training: the old classifier ---------------------------------
+    def prepare(self, source) -> None:
+        """Fill the frozen old classifier with the old model's normalised class means."""
+        means = class_means(self.old_model, source.train(), self.num_classes)
+        self.old_classifier.assign(means.T.astype(np.float32))
+        self.prepared = True
+
+    def training_batches(self, source, batch_size, seed, steps_per_epoch, epochs, augment=None,
+                         start_epoch=0):
+        if source.num_classes != self.num_classes:
+            raise ConfigError(f"loop=bct: the data set has {source.num_classes} classes, the loop "
+                              f"was built for {self.num_classes}")
+        if not self.prepared:
+            self.prepare(source)
+        self.source = source
+        return super().training_batches(source, batch_size, seed, steps_per_epoch, epochs,
+                                        augment=augment, start_epoch=start_epoch)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        if self.source is not None and self.source.heldout() is not None and self.evaluation_pairs:
+            # First, so the loggers after it see the accuracies in the same epoch logs.
+            callbacks.insert(0, CrossModelVerification(self.old_model, self.source,
+                                                       self.evaluation_pairs))
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+
+def class_means(model, examples, num_classes: int, batch_size: int = 256) -> np.ndarray:
+    """(num_classes, D) L2-normalised means of ``model``'s normalised embeddings per class."""
+    sums, counts = None, np.zeros(num_classes, np.float64)
+    for images, labels in examples.batch(batch_size).as_numpy_iterator():
+        embeddings = np.asarray(model(images.astype(np.float32), training=False), np.float64)
+        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        if sums is None:
+            sums = np.zeros((num_classes, embeddings.shape[1]))
+        np.add.at(sums, labels, embeddings)
+        np.add.at(counts, labels, 1)
+    if sums is None:
+        raise ConfigError("loop=bct: the training set is empty; the old classifier needs images")
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
+def cross_model_verification(old_model, new_model, images, labels, pairs: int = 1000,
+                             seed: int = 0) -> dict:
+    """Held-out verification for old-vs-old, new-vs-new and old-vs-new on the same pairs."""
+    from trainer.evaluation.verification import embed, sample_pairs, verify_pairs
+
+    old = embed(old_model, images)
+    new = embed(new_model, images)
+    index_a, index_b, issame = sample_pairs(labels, pairs, seed)
+    both = np.concatenate([old, new])
+    offset = len(old)
+    return {"old": verify_pairs(old, index_a, index_b, issame)["accuracy"],
+            "new": verify_pairs(new, index_a, index_b, issame)["accuracy"],
+            # gallery image a embedded by the old model, query b by the new one
+            "cross": verify_pairs(both, index_a, index_b + offset, issame)["accuracy"]}
+
+
+class CrossModelVerification(keras.callbacks.Callback):
+    """Adds ``bct_{new,old,cross}_accuracy`` to the epoch logs."""
+
+    def __init__(self, old_model, source, pairs: int):
+        super().__init__()
+        from trainer.data.pipeline import materialise
+
+        self.old_model = old_model
+        self.images, self.labels = materialise(source.heldout())
+        self.pairs = pairs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        scores = cross_model_verification(self.old_model, self.model.embedding_model,
+                                          self.images, self.labels, self.pairs)
+        logs.update({f"bct_{key}_accuracy": value for key, value in scores.items()})
+
+
+def main(argv=None) -> int:
+    """``python -m loops.bct --old A.keras --new B.keras [data overrides]``: cross-model accuracy."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--old", required=True, help="old exported embedding model (.keras)")
+    parser.add_argument("--new", required=True, help="new exported embedding model (.keras)")
+    parser.add_argument("--pairs", type=int, default=3000)
+    parser.add_argument("overrides", nargs="*", help="config overrides for the data, e.g. data.image_size=32")
+    args = parser.parse_args(argv)
+    from trainer.config import compose
+    from trainer.data.pipeline import materialise
+    from trainer.registry import DATASETS
+
+    cfg = compose(args.overrides)
+    source = DATASETS.build(cfg.data)
+    old = load_frozen_embedding_model(args.old, "--old", source.image_size)
+    new = load_frozen_embedding_model(args.new, "--new", source.image_size)
+    images, labels = materialise(source.heldout())
+    print(json.dumps(cross_model_verification(old, new, images, labels, args.pairs)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
