@@ -22,7 +22,11 @@ REFERENCE = {
 # Small inputs so every backbone builds and runs fast; ViT at 2 blocks.
 SMALL = {name: ((36, 36, 3), {"depth": 2}) if name.startswith("vit") else ((32, 32, 3), {})
          for name in BACKBONES.names()}
-HEAVY = {"iresnet34", "iresnet50", "iresnet100", "iresnet200"}  # counted below, not run
+SMALL["iresnet"] = ((32, 32, 3), {"layers": [1, 1, 1, 1]})
+# Counted above rather than run; the EfficientNetV2 sizes share one factory with b0 (only the
+# keras.applications builder differs, checked in test_keras_application_builders_exist).
+HEAVY = {"iresnet34", "iresnet50", "iresnet100", "iresnet200",
+         "efficientnetv2_b1", "efficientnetv2_b2", "efficientnetv2_b3", "efficientnetv2_s"}
 
 
 def weight_counts(model):
@@ -101,9 +105,10 @@ def test_save_load_round_trip(name, options, tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["tiny", "mobilefacenet"])
-def test_compiles_with_xla(name):
-    backbone = BACKBONES.build({"name": name}, input_shape=(32, 32, 3))
+@pytest.mark.parametrize("name,options", [
+    ("tiny", {}), ("iresnet", {"layers": [1, 1, 1, 1], "widths": [8, 8, 16, 16], "stem_width": 8})])
+def test_compiles_with_xla(name, options):
+    backbone = BACKBONES.build({"name": name, **options}, input_shape=(32, 32, 3))
     model = keras.Model(backbone.input, NECKS.build({"name": "e"}, embedding_dim=16)(backbone.output))
     model.compile(optimizer="sgd", loss="mse", jit_compile=True)
     x = np.random.default_rng(4).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
@@ -136,3 +141,13 @@ def test_keras_applications_reject_missing_weights_file():
     with pytest.raises(ConfigError, match="does not exist"):
         BACKBONES.build({"name": "resnet50", "weights": "/nonexistent.weights.h5"},
                         input_shape=(32, 32, 3))
+
+
+def test_keras_application_builders_exist():
+    from models.backbones import keras_apps
+
+    for name in BACKBONES.names():
+        factory = BACKBONES.get(name)
+        if factory.__module__ == keras_apps.__name__:
+            builder = factory.__doc__.split("keras.applications.")[1].split(" ")[0]
+            assert callable(getattr(keras.applications, builder)), name

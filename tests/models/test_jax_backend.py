@@ -15,7 +15,8 @@ SCRIPT = textwrap.dedent("""
     from trainer.registry import BACKBONES, NECKS, AUGMENTS
     from augment.pipeline import build_augmentation
     for name, options, neck, shape in [
-            ("tiny", {}, "e", 32), ("iresnet", {"layers": [1, 1, 1, 1]}, "e", 32),
+            ("tiny", {}, "e", 32),
+            ("iresnet", {"layers": [1, 1, 1, 1], "widths": [8, 8, 16, 16], "stem_width": 8}, "e", 32),
             ("vit_t", {"depth": 1}, "gap", 36)]:
         backbone = BACKBONES.build({"name": name, **options}, input_shape=(shape, shape, 3))
         model = keras.Model(backbone.input, NECKS.build({"name": neck}, embedding_dim=8)(backbone.output))
