@@ -8,6 +8,10 @@ import tempfile
 
 
 def write_text(path: str, text: str) -> None:
+    if "://" in str(path):  # gs:// and other object stores: one upload (trainer.io)
+        from trainer import io
+
+        return io.write_text(path, text)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
@@ -29,6 +33,10 @@ def write_json(path: str, value) -> None:
 
 def read_json(path: str, default=None):
     try:
+        if "://" in str(path):
+            from trainer import io
+
+            return json.loads(io.read_text(path)) if io.exists(path) else default
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
@@ -37,6 +45,10 @@ def read_json(path: str, default=None):
 
 def save_with(path: str, save) -> None:
     """Call ``save(temporary_path)`` then move the result into place."""
+    if "://" in str(path):  # saved locally, then uploaded as one object (trainer.io)
+        from trainer import io
+
+        return io.save_file(path, save)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)

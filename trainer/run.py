@@ -8,6 +8,7 @@ finished; a run that did not finish is never marked finished.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -27,6 +28,13 @@ class RunFailed(RuntimeError):
     """The job stopped for a reason the user can act on (message: one line)."""
 
 
+class Preempted(RunFailed):
+    """SIGTERM arrived; the state was saved and rerunning the same command resumes."""
+
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a terminated job
+
+
 def default_run_dir(cfg: DictConfig) -> str:
     from trainer.config import _run_dir_name
 
@@ -35,14 +43,21 @@ def default_run_dir(cfg: DictConfig) -> str:
 
 def train(cfg: DictConfig) -> dict:
     """Run the job described by ``cfg``; returns the final metrics (``metrics.json``'s content)."""
+    from trainer import io
+    from trainer.runtime import worker_dir
+
     validate(cfg)  # names and keys of every component, before any data is read
     run_dir = str(cfg.run.dir) if cfg.run.get("dir") else default_run_dir(cfg)
-    os.makedirs(run_dir, exist_ok=True)
-    report = records.RunReport(run_dir, cfg)
-    write_text(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
+    records_dir = worker_dir(run_dir, cfg.runtime)  # non-chief workers keep to a sub-folder
+    io.makedirs(records_dir)
+    report = records.RunReport(records_dir, cfg)
+    write_text(io.join(records_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
     report.start()
     try:
         _train(cfg, run_dir, report)
+    except Preempted as error:
+        report.fail(str(error), status="interrupted")
+        raise
     except (ConfigError, RunFailed) as error:
         report.fail(str(error))
         raise
@@ -57,12 +72,13 @@ def train(cfg: DictConfig) -> dict:
 
 def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
     from trainer.builders import build_loop, build_optimizer, exportable
+    from trainer.callbacks.checkpoint import build_before_restore, resume_segments
     from trainer.runtime import setup_runtime
 
     seed = int(cfg.trainer.seed)
     quiet_library_logs()
+    runtime = setup_runtime(cfg.runtime)  # first: collective strategies must exist before any TF op
     keras.utils.set_random_seed(seed)
-    runtime = setup_runtime(cfg.runtime)
     source = DATASETS.build(cfg.data)
     batch_size = int(cfg.trainer.batch_size)
     if batch_size % runtime.num_replicas:
@@ -73,47 +89,76 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
         raise ConfigError(f"the data set has {source.num_examples} images, fewer than one batch of "
                           f"{batch_size}; lower trainer.batch_size")
     epochs = int(cfg.trainer.epochs)
-    evaluator = EVALUATORS.build(cfg.eval) if cfg.get("eval") is not None else None
+    # Only the chief evaluates (workers hold the same weights).
+    evaluator = EVALUATORS.build(cfg.eval) if cfg.get("eval") is not None and runtime.is_chief else None
 
+    # Guards first: a checkpoint taken after a bad step must not be written.
+    callbacks = sorted(_callbacks(cfg, run_dir), key=lambda c: not hasattr(c, "error"))
     with runtime.scope():
         loop = build_loop(cfg, source.num_classes, source.image_size)
-        loop.compile(optimizer=build_optimizer(cfg, steps_per_epoch, steps_per_epoch * epochs),
-                     jit_compile=runtime.jit_compile,
+        optimizer = build_optimizer(cfg, steps_per_epoch, steps_per_epoch * epochs)
+        for callback in callbacks:  # e.g. the NaN guard's skip mode wraps the optimizer
+            optimizer = getattr(callback, "prepare_optimizer", lambda o: o)(optimizer)
+        loop.compile(optimizer=optimizer, jit_compile=runtime.jit_compile,
                      steps_per_execution=runtime.steps_per_execution)
-    callbacks = _callbacks(cfg, run_dir)
-    checkpoint = next((c for c in callbacks if hasattr(c, "initial_epoch")), None)
-    initial_epoch = checkpoint.initial_epoch if checkpoint and cfg.trainer.resume == "auto" else 0
+    checkpoint = next((c for c in callbacks if hasattr(c, "initial_batch")), None)
     if checkpoint and cfg.trainer.resume != "auto":
         checkpoint.restore_from = None
+    if checkpoint:
+        checkpoint.writes = runtime.is_chief
+        checkpoint.check_compatible(steps_per_epoch, batch_size)
+    initial_epoch, initial_batch = (checkpoint.initial_epoch, checkpoint.initial_batch) if checkpoint else (0, 0)
+    segments = resume_segments(initial_epoch, initial_batch, epochs, steps_per_epoch)
     report.update(steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                   num_classes=source.num_classes, train_images=source.num_examples,
-                  resumed_from_epoch=initial_epoch or None)
+                  replicas=runtime.num_replicas, runtime=runtime.name, precision=runtime.precision,
+                  resumed_from_epoch=initial_epoch if checkpoint and checkpoint.restore_from else None,
+                  resumed_from_step=(checkpoint.restore_from or {}).get("step") if checkpoint else None)
 
-    if evaluator is not None and initial_epoch == 0 and cfg.trainer.get("evaluate_untrained", True):
+    fresh = initial_epoch == 0 and initial_batch == 0
+    if evaluator is not None and fresh and cfg.trainer.get("evaluate_untrained", True):
         report.update(untrained=evaluator.evaluate(loop.embedding_model, source))
         report.print_evaluation("untrained", report.metrics["untrained"])
 
-    if initial_epoch < epochs:
-        from trainer.data.pipeline import training_batches
+    if segments:
+        from trainer.data.pipeline import skip, training_batches
 
         augment = _augmentation(cfg)
         # A loop that needs its own batches (P×K sampling, paired views) builds them.
         make_batches = getattr(loop, "training_batches", training_batches)
-        batches = make_batches(source, batch_size, seed, steps_per_epoch, epochs,
-                               augment=augment, start_epoch=initial_epoch)
+        skips_itself = "skip_batches" in inspect.signature(make_batches).parameters
         throughput = records.Throughput(batch_size)
-        loggers = records.loggers(cfg, run_dir)
+        loggers = records.loggers(cfg, run_dir) if runtime.is_chief else records.Loggers()
+        epoch_logger = report.epoch_logger()
         try:
-            loop.fit(batches, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                     callbacks=[*callbacks, throughput, report.epoch_logger(), *loggers.callbacks],
-                     shuffle=False,  # the pipeline shuffles, per epoch and seeded
-                     verbose=1 if sys.stdout.isatty() else 2)
+            # A run resumed mid-epoch is two fit calls: the rest of that epoch, then whole epochs.
+            for segment in segments:
+                extra = {"skip_batches": segment.skip_batches} if skips_itself else {}
+                batches = make_batches(source, batch_size, seed, steps_per_epoch, segment.end_epoch,
+                                       augment=augment, start_epoch=segment.start_epoch, **extra)
+                if not skips_itself:
+                    batches = skip(batches, segment.skip_batches)
+                if checkpoint is not None and checkpoint.restore_from:
+                    batches = build_before_restore(loop, batches)
+                for callback in callbacks:
+                    if hasattr(callback, "set_position"):
+                        callback.set_position(steps_per_epoch, segment.skip_batches)
+                loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
+                         steps_per_epoch=steps_per_epoch - segment.skip_batches,
+                         callbacks=[*callbacks, throughput, epoch_logger, *loggers.callbacks],
+                         shuffle=False,  # the pipeline shuffles, per epoch and seeded
+                         verbose=1 if sys.stdout.isatty() else 2)
+                guard = next((c for c in callbacks if getattr(c, "error", None)), None)
+                if guard is not None:
+                    raise RunFailed(guard.error)
+                if checkpoint is not None and checkpoint.preempted:
+                    raise Preempted(f"preempted (SIGTERM): saved step {checkpoint.saved['step'] if checkpoint.saved else '?'} "
+                                    f"in {checkpoint.folder}; rerun the same command to resume")
         finally:
             loggers.close()
-        guard = next((c for c in callbacks if getattr(c, "error", None)), None)
-        if guard is not None:
-            raise RunFailed(guard.error)
-        report.update(images_per_second=throughput.images_per_second())
+        report.update(images_per_second=throughput.images_per_second(),
+                      steps=epochs * steps_per_epoch,
+                      optimizer_steps=int(keras.ops.convert_to_numpy(loop.optimizer.iterations)))
 
     if evaluator is not None:
         results = evaluator.evaluate(loop.embedding_model, source)
@@ -121,8 +166,9 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
                              **{k: v for k, v in results.items() if k != "heldout"}})
         report.print_evaluation("final", results)
     if cfg.run.get("export", True):
-        path = export_embedding_model(exportable(loop.embedding_model), run_dir)
-        report.update(export=os.path.relpath(path, run_dir))
+        records_dir = runtime.worker_dir(run_dir)
+        path = export_embedding_model(exportable(loop.embedding_model), records_dir)
+        report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
 
 
 def quiet_library_logs() -> None:
@@ -138,7 +184,9 @@ def quiet_library_logs() -> None:
 def export_embedding_model(model: keras.Model, run_dir: str) -> str:
     from trainer.atomic import save_with
 
-    path = os.path.join(run_dir, "export", "embedding.keras")
+    from trainer import io
+
+    path = io.join(run_dir, "export", "embedding.keras")
     save_with(path, model.save)
     return path
 
@@ -165,10 +213,14 @@ def main_job(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
 
     OmegaConf.set_struct(cfg, False)
-    cfg.run.dir = HydraConfig.get().runtime.output_dir
+    if not cfg.run.get("dir"):  # run.dir=gs://bucket/... keeps the job's files there
+        cfg.run.dir = HydraConfig.get().runtime.output_dir
     OmegaConf.set_struct(cfg, True)
     try:
         metrics = train(cfg)
+    except Preempted as error:
+        print(f"interrupted: {error}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
     except (ConfigError, RunFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

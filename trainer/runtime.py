@@ -1,9 +1,28 @@
-"""Devices, distribution strategy and numeric precision for a job (``runtime`` group)."""
+"""Devices, distribution and numeric precision of a job (the ``runtime`` config group).
+
+One function, ``setup_runtime(node)``, turns ``cfg.runtime`` into a ``Runtime``:
+the precision policy is applied, and the strategy named by ``node.name`` is
+created. TensorFlow is imported only by the strategies that need it, so the
+``cpu`` and ``jax`` runtimes work on hosts without TensorFlow.
+
+    cpu          the default device of the process (TensorFlow or JAX backend)
+    gpu          one GPU (tf.distribute.OneDeviceStrategy under TensorFlow)
+    mirrored     all local GPUs, synchronous data parallelism (MirroredStrategy)
+    multiworker  several hosts from TF_CONFIG (MultiWorkerMirroredStrategy)
+    tpu          a Cloud TPU: TPUClusterResolver → initialize_tpu_system → TPUStrategy
+    jax          the JAX backend, keras.distribution.DataParallel over every device
+
+The batch size in the config is the global batch; each strategy splits it
+across its replicas. Schedules run on the optimizer's step, a global step.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import glob
+import json
+import os
+from dataclasses import dataclass, field
 
 import keras
 
@@ -18,31 +37,253 @@ class Runtime:
     strategy: object | None          # a tf.distribute strategy, or None for the default
     jit_compile: bool
     steps_per_execution: int
+    precision: str = "float32"
+    distribution: object | None = None   # a keras.distribution (JAX), or None
+    worker_index: int = 0                # this process's index in a multi-worker job
+    num_workers: int = 1
+    extra: dict = field(default_factory=dict)
 
     @property
     def num_replicas(self) -> int:
-        return getattr(self.strategy, "num_replicas_in_sync", 1)
+        if self.strategy is not None:
+            return int(getattr(self.strategy, "num_replicas_in_sync", 1))
+        if self.distribution is not None:
+            return len(self.distribution.device_mesh.devices.flatten())
+        return 1
+
+    @property
+    def is_chief(self) -> bool:
+        """The process that writes checkpoints, metrics and the export (worker 0)."""
+        return self.worker_index == 0
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
+    def worker_dir(self, run_dir: str) -> str:
+        """Where this process writes its own records: the run dir, or a sub-folder for non-chiefs."""
+        return _worker_dir(run_dir, self.worker_index)
+
+
+def worker_index(node) -> int:
+    """This process's worker index from TF_CONFIG (0 unless ``runtime=multiworker``)."""
+    if node is None or node.get("name") != "multiworker":
+        return 0
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+        return int(task.get("index", 0)) if task.get("type", "worker") == "worker" else 0
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+def worker_dir(run_dir: str, node) -> str:
+    """The chief writes into the run directory; worker i into ``workers/worker-i`` below it."""
+    return _worker_dir(run_dir, worker_index(node))
+
+
+def _worker_dir(run_dir: str, index: int) -> str:
+    from trainer import io
+
+    return run_dir if index == 0 else io.join(run_dir, "workers", f"worker-{index}")
+
 
 def setup_runtime(node) -> Runtime:
-    """Apply the precision policy and create the strategy named by ``node.name``."""
-    precision = node.get("precision", "float32")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"runtime.precision '{precision}' is not one of {', '.join(PRECISIONS)}")
-    keras.mixed_precision.set_global_policy(precision)
-    name = node.get("name", "cpu")
+    """Apply the precision policy and create the strategy named by ``node.name``.
+
+    Call it before any TensorFlow op runs: collective strategies
+    (multi-worker, TPU) must be created at program start.
+    """
+    name = str(node.get("name", "cpu"))
     if name not in STRATEGIES:
         raise ConfigError(f"unknown runtime '{name}': choose one of {', '.join(sorted(STRATEGIES))}")
-    return Runtime(name=name, strategy=STRATEGIES[name](node),
-                   jit_compile=bool(node.get("jit_compile", True)),
-                   steps_per_execution=int(node.get("steps_per_execution", 1)))
+    precision = str(node.get("precision", "float32"))
+    if precision not in PRECISIONS:
+        raise ConfigError(f"runtime.precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+    steps_per_execution = int(node.get("steps_per_execution", 1))
+    if steps_per_execution < 1:
+        raise ConfigError(f"runtime.steps_per_execution must be >= 1, got {steps_per_execution}")
+    runtime = Runtime(name=name, strategy=None, jit_compile=bool(node.get("jit_compile", True)),
+                      steps_per_execution=steps_per_execution, precision=precision)
+    STRATEGIES[name](node, runtime)
+    keras.mixed_precision.set_global_policy(precision)
+    return runtime
 
 
-def _default_strategy(node):
-    return None
+def _backend() -> str:
+    return keras.backend.backend()
 
 
-STRATEGIES = {"cpu": _default_strategy}
+def _needs_tensorflow_backend(name: str) -> None:
+    if _backend() != "tensorflow":
+        raise ConfigError(f"runtime={name} is a tf.distribute strategy and needs the TensorFlow backend "
+                          f"(this process runs KERAS_BACKEND={_backend()}); use runtime=jax for JAX, or "
+                          "unset KERAS_BACKEND")
+
+
+def _tf():
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise ConfigError(f"this runtime needs TensorFlow, which does not import here ({error}); "
+                          "pip install tensorflow, or use runtime=cpu/jax with data=memory") from None
+    return tf
+
+
+# -- strategies ----------------------------------------------------------------
+
+def _cpu(node, runtime: Runtime) -> None:
+    """The process's default device; no strategy object."""
+
+
+def _gpu(node, runtime: Runtime) -> None:
+    if _backend() == "jax":
+        import jax
+
+        if not [d for d in jax.devices() if d.platform == "gpu"]:
+            raise ConfigError("runtime=gpu: JAX sees no GPU here (jax.devices() lists "
+                              f"{jax.devices()[0].platform} only); install jax[cuda12] or use runtime=cpu")
+        return
+    _needs_tensorflow_backend("gpu")
+    tf = _tf()
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise ConfigError("runtime=gpu: TensorFlow sees no GPU on this machine; use runtime=cpu, "
+                          "or check the CUDA install (tf.config.list_physical_devices('GPU') is empty)")
+    index = int(node.get("device", 0))
+    if index >= len(gpus):
+        raise ConfigError(f"runtime.device={index}, but only {len(gpus)} GPU(s) are visible")
+    _memory_growth(tf, gpus)
+    runtime.strategy = tf.distribute.OneDeviceStrategy(f"/gpu:{index}")
+
+
+def _mirrored(node, runtime: Runtime) -> None:
+    _needs_tensorflow_backend("mirrored")
+    tf = _tf()
+    gpus = tf.config.list_physical_devices("GPU")
+    _memory_growth(tf, gpus)
+    devices = list(node.get("devices") or []) or None
+    if devices is None and not gpus:
+        split_cpu(int(node.get("cpu_replicas", 1)))
+        # No GPU: mirror over the CPU's logical devices (what tests use, with cpu_replicas).
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    runtime.strategy = tf.distribute.MirroredStrategy(devices=devices)
+
+
+def _multiworker(node, runtime: Runtime) -> None:
+    _needs_tensorflow_backend("multiworker")
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ConfigError("runtime=multiworker needs TF_CONFIG in the environment, e.g. "
+                          "TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:12345\", \"host2:12345\"]}, "
+                          "\"task\": {\"type\": \"worker\", \"index\": 0}}'")
+    try:
+        tf_config = json.loads(raw)
+        workers = tf_config["cluster"]["worker"]
+        task = tf_config["task"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"TF_CONFIG is not valid ({error}); it needs cluster.worker and task") from None
+    tf = _tf()
+    _memory_growth(tf, tf.config.list_physical_devices("GPU"))
+    implementation = {"auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+                      "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+                      "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL}
+    communication = str(node.get("communication", "auto"))
+    if communication not in implementation:
+        raise ConfigError(f"runtime.communication '{communication}' is not one of auto, ring, nccl")
+    runtime.strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=implementation[communication]))
+    runtime.num_workers = len(workers)
+    runtime.worker_index = worker_index(node)
+
+
+def local_tpu_present() -> bool:
+    """A TPU VM exposes its chips as /dev/accel* (v2-v4) or /dev/vfio/* (v5e and later)."""
+    return bool(glob.glob("/dev/accel*") or [p for p in glob.glob("/dev/vfio/*") if not p.endswith("vfio")])
+
+
+def _tpu(node, runtime: Runtime) -> None:
+    name = node.get("tpu")
+    name = None if name in (None, "", "local") else str(name)
+    if _backend() == "jax":
+        raise ConfigError("runtime=tpu is the TensorFlow TPUStrategy; under KERAS_BACKEND=jax use "
+                          "runtime=jax (it spreads the batch over every TPU core JAX sees)")
+    if name is None and not local_tpu_present():
+        # TPUClusterResolver would query the GCE metadata server and retry for minutes.
+        raise ConfigError("runtime=tpu: no TPU on this machine (no /dev/accel* or /dev/vfio devices); "
+                          "run on a Cloud TPU VM, or name a TPU with runtime.tpu=NAME runtime.zone=ZONE "
+                          "runtime.project=PROJECT")
+    tf = _tf()
+    timeout = float(node.get("connect_timeout_s", 120))
+    resolver = _with_timeout(
+        lambda: _connect_tpu(tf, name or "local", node.get("zone"), node.get("project")), timeout,
+        f"runtime=tpu: could not reach TPU '{name or 'local'}' within {timeout:.0f} s; check "
+        "runtime.tpu/zone/project and that this VM may use it (gcloud compute tpus list)")
+    runtime.strategy = tf.distribute.TPUStrategy(resolver)
+
+
+def _connect_tpu(tf, name, zone, project):
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=name, zone=zone or None, project=project or None)
+        if name != "local":
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        raise ConfigError(f"runtime=tpu: TPU '{name}' could not be initialised: "
+                          f"{str(error).strip().splitlines()[0]}") from None
+    return resolver
+
+
+def _with_timeout(function, seconds: float, message: str):
+    """Run ``function`` in a thread; a ConfigError(message) if it does not return in time."""
+    import threading
+
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = function()
+        except BaseException as error:  # handed back to the caller's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ConfigError(message)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _jax(node, runtime: Runtime) -> None:
+    if _backend() != "jax":
+        raise ConfigError(f"runtime=jax needs the JAX backend, but this process runs {_backend()}: "
+                          "start it as KERAS_BACKEND=jax python -m trainer runtime=jax ...")
+    devices = keras.distribution.list_devices(node.get("device_type") or None)
+    runtime.distribution = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(runtime.distribution)
+
+
+def _memory_growth(tf, gpus) -> None:
+    for gpu in gpus:  # share the card with the evaluation's eager calls instead of grabbing it all
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised
+            pass
+
+
+def split_cpu(count: int) -> None:
+    """Expose the CPU as ``count`` logical devices (TensorFlow), so mirrored runs on a laptop/CI."""
+    if count and count > 1 and _backend() == "tensorflow":
+        tf = _tf()
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(int(count))])
+        except RuntimeError:  # the context already started: keep what exists
+            pass
+
+
+STRATEGIES = {"cpu": _cpu, "gpu": _gpu, "mirrored": _mirrored, "multiworker": _multiworker,
+              "tpu": _tpu, "jax": _jax}

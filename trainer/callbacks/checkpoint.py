@@ -1,79 +1,288 @@
-"""Checkpoints of the whole training state, written atomically, and resume.
+"""Checkpoints of the whole training state, written atomically, and resume to the batch.
 
 A checkpoint is one ``.weights.h5`` file holding the loop's variables (model,
 head, stateful-loss state) and the optimizer's (its step counter included, so
-the learning-rate schedule resumes where it was), plus ``latest.json`` naming
-it with the epoch and global step. ``latest.json`` is replaced only after the
-weights file is complete, so a crash never leaves it pointing at half a file.
+the learning-rate schedule resumes where it was; the loss scale too), plus
+``latest.json`` naming it with the data position: ``epoch`` (the epoch in
+progress) and ``batch`` (batches of it already trained). ``latest.json`` is
+replaced only after the weights file is complete, so a crash never leaves it
+pointing at half a file; on ``gs://`` the file is written locally and uploaded
+as one object.
+
+Resume is exact to the batch: the pipeline gives each epoch its own seeded
+order, so the run skips the ``batch`` batches of the interrupted epoch already
+trained, finishes that epoch in a first ``fit`` call, and continues with whole
+epochs in a second one (``resume_segments``).
+
+SIGTERM (what a preempted Cloud TPU VM or Kubernetes sends) makes the callback
+save at the end of the current step and stop training; the run then ends with
+status ``interrupted`` and exit code 143, and rerunning the command resumes.
 """
 
 from __future__ import annotations
 
-import glob
-import os
+import itertools
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
 
 import keras
 
-from trainer.atomic import read_json, save_with, write_json
-from trainer.registry import CALLBACKS
+from trainer import io
+from trainer.registry import CALLBACKS, ConfigError
 
 LATEST = "latest.json"
+PREFIX = "ckpt-"
+SUFFIX = ".weights.h5"
 
 
 def checkpoint_dir(run_dir: str) -> str:
-    return os.path.join(run_dir, "checkpoints")
+    return io.join(str(run_dir), "checkpoints")
 
 
 def latest_checkpoint(run_dir: str) -> dict | None:
-    """``{"file", "epoch", "step"}`` of the newest complete checkpoint, or None."""
-    state = read_json(os.path.join(checkpoint_dir(run_dir), LATEST))
-    if not state or not os.path.exists(os.path.join(checkpoint_dir(run_dir), state["file"])):
+    """``{"file", "epoch", "batch", "step", ...}`` of the newest complete checkpoint, or None."""
+    folder = checkpoint_dir(run_dir)
+    try:
+        state = json.loads(io.read_text(io.join(folder, LATEST)))
+    except (OSError, ValueError):
         return None
+    except Exception as error:  # tf.errors.NotFoundError on remote paths
+        if type(error).__name__ == "NotFoundError":
+            return None
+        raise
+    if not state or not io.exists(io.join(folder, state["file"])):
+        return None
+    state.setdefault("batch", 0)
     return state
 
 
-@CALLBACKS.register("checkpoint")
-class Checkpoint(keras.callbacks.Callback):
-    """Save at each epoch end (and every ``every_steps`` steps); restore on start."""
+@dataclass(frozen=True)
+class Segment:
+    """One ``fit`` call: epochs ``[start_epoch, end_epoch)``; the first skips ``skip_batches``."""
 
-    def __init__(self, run_dir, every_steps: int = 0, keep: int = 2, config=None):
+    start_epoch: int
+    end_epoch: int
+    skip_batches: int = 0
+
+
+def resume_segments(epoch: int, batch: int, epochs: int, steps_per_epoch: int) -> list[Segment]:
+    """The ``fit`` calls that train from data position (``epoch``, ``batch``) to the end.
+
+    Keras's ``fit`` has no partial first epoch, so a mid-epoch resume is two
+    calls: the rest of the interrupted epoch (``steps_per_epoch - batch`` steps),
+    then the whole epochs after it.
+    """
+    if batch >= steps_per_epoch:  # saved on the epoch's last batch
+        epoch, batch = epoch + 1, 0
+    if epoch >= epochs:
+        return []
+    if batch == 0:
+        return [Segment(epoch, epochs)]
+    segments = [Segment(epoch, epoch + 1, batch)]
+    if epoch + 1 < epochs:
+        segments.append(Segment(epoch + 1, epochs))
+    return segments
+
+
+class PositionAware(keras.callbacks.Callback):
+    """Knows the data position of each batch, also inside a resumed (shortened) epoch."""
+
+    def __init__(self):
         super().__init__()
-        self.folder = checkpoint_dir(run_dir)
-        self.every_steps = int(every_steps or 0)
-        self.keep = max(int(keep), 1)
-        self.restore_from = latest_checkpoint(run_dir)
+        self.steps_per_epoch = 0
+        self.batch_offset = 0
         self.epoch = 0
 
+    def set_position(self, steps_per_epoch: int, batch_offset: int = 0) -> None:
+        """Called by the trainer before each ``fit``: the first epoch starts ``batch_offset`` in."""
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.batch_offset = int(batch_offset)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:  # only the first epoch of a fit call is shortened
+            self.batch_offset = 0
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.batch_offset = 0
+        self.epoch = epoch + 1
+
+    def batches_done(self, batch: int) -> int:
+        """Batches of the current epoch trained once ``batch`` (fit's index) has ended."""
+        return self.batch_offset + int(batch) + 1
+
+    def global_step(self, batch: int) -> int:
+        return self.epoch * self.steps_per_epoch + self.batches_done(batch)
+
+
+@CALLBACKS.register("checkpoint")
+class Checkpoint(PositionAware):
+    """Save at each epoch end, every ``every_steps`` steps and/or ``every_seconds``; restore on start."""
+
+    def __init__(self, run_dir, every_steps: int = 0, every_seconds: float = 0, keep: int = 2,
+                 save_on_sigterm: bool = True, config=None):
+        super().__init__()
+        self.run_dir = str(run_dir)
+        self.folder = checkpoint_dir(self.run_dir)
+        self.every_steps = int(every_steps or 0)
+        self.every_seconds = float(every_seconds or 0)
+        self.keep = max(int(keep), 1)
+        self.save_on_sigterm = bool(save_on_sigterm)
+        self.restore_from = latest_checkpoint(self.run_dir)
+        self.writes = True           # False on non-chief workers of a multi-worker job
+        self.preempted = False
+        self.saved: dict | None = None
+        self._restored = False
+        self._last_saved_step = -1
+        self._last_save_time = time.monotonic()
+        self._sigterm = threading.Event()
+        self._previous_handler = None
+        self._done_in_epoch = 0
+        self.batch_size = None
+
+    # -- where to resume --------------------------------------------------
     @property
     def initial_epoch(self) -> int:
         return int(self.restore_from["epoch"]) if self.restore_from else 0
 
+    @property
+    def initial_batch(self) -> int:
+        return int(self.restore_from.get("batch", 0)) if self.restore_from else 0
+
+    def check_compatible(self, steps_per_epoch: int, batch_size: int) -> None:
+        """A resumed run must cut epochs into the same batches, or the data position is wrong."""
+        self.batch_size = int(batch_size)
+        if not self.restore_from:
+            return
+        for key, value in (("steps_per_epoch", steps_per_epoch), ("batch_size", batch_size)):
+            saved = self.restore_from.get(key)
+            if saved is not None and int(saved) != int(value):
+                raise ConfigError(
+                    f"the checkpoint in {self.folder} was trained with {key}={saved}, this run has "
+                    f"{value}; keep the same trainer settings to resume, or start fresh with "
+                    "trainer.resume=never (or another run.name)")
+
+    # -- keras hooks ------------------------------------------------------
     def on_train_begin(self, logs=None):
         # fit() has built the model and optimizer by now, so every variable exists to load into.
-        if self.restore_from:
-            self.model.load_weights(os.path.join(self.folder, self.restore_from["file"]))
+        if self.restore_from and not self._restored:
+            path = io.join(self.folder, self.restore_from["file"])
+            try:
+                io.load_file(path, self.model.load_weights)
+            except (ValueError, KeyError) as error:
+                raise ConfigError(f"the checkpoint {path} does not fit this model ({str(error).splitlines()[0]}); "
+                                  "was the config changed? resume with the same command, or start fresh "
+                                  "with trainer.resume=never") from None
+            print(f"resumed from {path} (epoch {self.initial_epoch + 1}, batch {self.initial_batch}, "
+                  f"step {self.restore_from.get('step')})", flush=True)
+        if not self._restored:
+            self._last_saved_step = int(self.restore_from["step"]) if self.restore_from else 0
+        self._restored = True
+        self._last_save_time = time.monotonic()
+        if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def on_train_end(self, logs=None):
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+
+    def _on_sigterm(self, signum, frame):
+        self._sigterm.set()  # acted on at the end of the running step
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        super().on_epoch_begin(epoch, logs)
+        self._done_in_epoch = self.batch_offset
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and (batch + 1) % self.every_steps == 0:
-            self.save(epoch=self.epoch, epoch_complete=False)
+        self._done_in_epoch = self.batches_done(batch)
+        if self.model.stop_training:  # a guard stopped on a bad step: keep the last good state
+            return
+        step = self.global_step(batch)
+        if self._sigterm.is_set():
+            self.save(self.epoch, self._done_in_epoch, step)
+            self.preempted = True
+            self.model.stop_training = True
+            print(f"SIGTERM: saved step {step} to {self.folder}; rerun the same command to resume",
+                  flush=True)
+            return
+        due_steps = self.every_steps and step // self.every_steps > self._last_saved_step // self.every_steps
+        due_time = self.every_seconds and time.monotonic() - self._last_save_time >= self.every_seconds
+        if (due_steps or due_time) and self._done_in_epoch < self.steps_per_epoch:
+            self.save(self.epoch, self._done_in_epoch, step)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(epoch=epoch + 1, epoch_complete=True)
+        complete = not self.steps_per_epoch or self._done_in_epoch >= self.steps_per_epoch
+        if complete and not (self.model.stop_training and not self.preempted):
+            self.save(epoch + 1, 0, (epoch + 1) * self.steps_per_epoch)
+        super().on_epoch_end(epoch, logs)
 
-    def save(self, epoch: int, epoch_complete: bool) -> str:
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        name = f"ckpt-{step:09d}.weights.h5"
-        save_with(os.path.join(self.folder, name), self.model.save_weights)
-        write_json(os.path.join(self.folder, LATEST),
-                   {"file": name, "epoch": epoch, "step": step, "epoch_complete": epoch_complete})
+    # -- saving -----------------------------------------------------------
+    def save(self, epoch: int, batch: int, step: int) -> str | None:
+        """Write the full state at data position (``epoch``, ``batch``) = global ``step``."""
+        self._last_saved_step = step
+        self._last_save_time = time.monotonic()
+        if not self.writes or self.saved and self.saved.get("step") == step:
+            return None
+        name = f"{PREFIX}{step:09d}{SUFFIX}"
+        io.makedirs(self.folder)
+        io.save_file(io.join(self.folder, name), self.model.save_weights)
+        optimizer = self.model.optimizer
+        state = {"file": name, "epoch": int(epoch), "batch": int(batch), "step": int(step),
+                 "optimizer_step": int(keras.ops.convert_to_numpy(optimizer.iterations)),
+                 "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        io.write_text(io.join(self.folder, LATEST), json.dumps(state, indent=2) + "\n")
+        self.saved = state
         self._prune(keep_name=name)
-        return os.path.join(self.folder, name)
+        return io.join(self.folder, name)
 
     def _prune(self, keep_name: str) -> None:
-        files = sorted(glob.glob(os.path.join(self.folder, "ckpt-*.weights.h5")))
-        for path in files[:-self.keep]:
-            if os.path.basename(path) != keep_name:
-                os.remove(path)
+        files = sorted(n for n in io.listdir(self.folder) if n.startswith(PREFIX) and n.endswith(SUFFIX))
+        for name in files[:-self.keep]:
+            if name != keep_name:
+                try:
+                    io.remove(io.join(self.folder, name))
+                except OSError:
+                    pass
+
+
+def build_before_restore(model, batches):
+    """Create every variable (model and optimizer) so that a checkpoint can load before step 1.
+
+    Under a tf.distribute strategy and under JAX, ``fit`` builds the model
+    before ``on_train_begin``; without a strategy TensorFlow defers it to the
+    first traced step, too late to restore into. This does what ``fit`` does
+    under a strategy, from the batches' structure. Returns ``batches`` (a
+    peeked generator is put back together).
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if model.built and (optimizer is None or optimizer.built):
+        return batches
+    if hasattr(batches, "element_spec"):
+        sample = batches.element_spec
+    else:
+        iterator = iter(batches)
+        sample = next(iterator)
+        batches = (batch for batch in itertools.chain([sample], iterator))
+    model._symbolic_build(data_batch=sample)  # keras's own pre-fit build (no public API for it)
+    return batches
+
+
+def last_good_checkpoint(run_dir: str) -> str:
+    """One phrase for messages: where the newest complete checkpoint is, or that there is none."""
+    latest = latest_checkpoint(run_dir)
+    if not latest:
+        return "no checkpoint was saved before it"
+    return f"last good checkpoint: {io.join(checkpoint_dir(run_dir), latest['file'])} (step {latest['step']})"
+
+
+def is_finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True

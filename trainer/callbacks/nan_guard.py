@@ -1,13 +1,29 @@
-"""Stop at the first non-finite loss, saying at which step and where to restart from."""
+"""Non-finite loss guard: stop at the first NaN/Inf loss, or skip such steps up to a limit.
+
+``on_nan: stop`` ends the run at the first non-finite loss with one line
+naming the step, the loss and the last good checkpoint (nothing is saved
+after it, so that checkpoint is clean).
+
+``on_nan: skip`` drops the update of a step whose gradients are not finite and
+trains on. The skipping happens inside the compiled step: the optimizer is
+wrapped in Keras's ``LossScaleOptimizer`` (at scale 1 and without growth
+under float32/bfloat16, an exact power-of-two scaling), which applies an update
+only when every gradient is finite and halves its scale otherwise. The guard
+watches that scale: each drop below 1 is one skipped step, reported with its
+step number; after ``max_skips`` of them the run stops as in ``stop`` mode.
+(Under ``mixed_float16`` the scaler already exists and its ordinary overflow
+adjustments above scale 1 are not counted.) Keras's epoch loss is a running
+mean, so the epoch in which a step was skipped logs a non-finite mean loss.
+"""
 
 from __future__ import annotations
 
-import math
-
 import keras
 
-from trainer.callbacks.checkpoint import latest_checkpoint
-from trainer.registry import CALLBACKS
+from trainer.callbacks.checkpoint import PositionAware, is_finite, last_good_checkpoint
+from trainer.registry import CALLBACKS, ConfigError
+
+ON_NAN = ("stop", "skip")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -15,21 +31,60 @@ class NonFiniteLoss(RuntimeError):
 
 
 @CALLBACKS.register("nan_guard")
-class NanGuard(keras.callbacks.Callback):
-    def __init__(self, run_dir, config=None):
+class NanGuard(PositionAware):
+    def __init__(self, run_dir, on_nan: str = "stop", max_skips: int = 10, config=None):
         super().__init__()
-        self.run_dir = run_dir
+        if on_nan not in ON_NAN:
+            raise ConfigError(f"callbacks.nan_guard.on_nan '{on_nan}' is not one of {', '.join(ON_NAN)}")
+        self.run_dir = str(run_dir)
+        self.on_nan = on_nan
+        self.max_skips = int(max_skips)
         self.loss_name = str(config.loss.name) if config is not None and config.get("loss") else "loss"
         self.error: str | None = None
+        self.skipped: list[int] = []
+        self._scale = None
+
+    def prepare_optimizer(self, optimizer):
+        """In skip mode, the optimizer that drops non-finite updates (called before compile)."""
+        if self.on_nan != "skip" or isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer
+        return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=1.0,
+                                                   dynamic_growth_steps=2**31 - 1)
+
+    def on_train_begin(self, logs=None):
+        self._scale = self._current_scale()
 
     def on_train_batch_end(self, batch, logs=None):
-        value = (logs or {}).get("loss")
-        if value is None or math.isfinite(float(value)):
+        if self.on_nan == "skip":
+            self._count_skips(batch)
             return
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        latest = latest_checkpoint(self.run_dir)
-        where = (f"last good checkpoint: {self.run_dir}/checkpoints/{latest['file']} (step {latest['step']})"
-                 if latest else "no checkpoint was saved before it")
-        self.error = (f"the {self.loss_name} loss became {value} at step {step}; {where}; "
-                      "lower optimizer.lr, or use runtime.precision=float32")
+        value = (logs or {}).get("loss")
+        if value is None or is_finite(value):
+            return
+        self._stop(f"the {self.loss_name} loss became {float(value)} at step {self.global_step(batch)}")
+
+    def _count_skips(self, batch) -> None:
+        scale = self._current_scale()
+        if scale is None:
+            return
+        if scale < self._scale and scale < 1.0:
+            step = self.global_step(batch)
+            self.skipped.append(step)
+            print(f"nan_guard: the {self.loss_name} loss or its gradients were not finite at step {step}; "
+                  f"update skipped ({len(self.skipped)} of at most {self.max_skips}); "
+                  f"{last_good_checkpoint(self.run_dir)}", flush=True)
+            if len(self.skipped) > self.max_skips:
+                self._stop(f"the {self.loss_name} loss was not finite at {len(self.skipped)} steps "
+                           f"(last: step {step}), more than callbacks.nan_guard.max_skips={self.max_skips}")
+        self._scale = scale
+
+    def _current_scale(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return None
+        return float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
+
+    def _stop(self, what: str) -> None:
+        self.error = (f"{what}; {last_good_checkpoint(self.run_dir)}; lower optimizer.lr, "
+                      "use runtime.precision=float32, or callbacks.nan_guard.on_nan=skip")
         self.model.stop_training = True

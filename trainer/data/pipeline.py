@@ -5,57 +5,231 @@ cache small sets in memory, shuffle per epoch under a seed, batch with static
 shapes, then augment *whole batches* (per-sample random draws, vectorised),
 then prefetch. Pixels stay float32 in 0..255; normalisation is the model's
 first layer, so an exported model takes plain images.
+
+Everything a batch depends on is a function of its position (epoch, batch):
+each epoch is shuffled with its own seed and the augmentation's random state
+is set from the batch's global index before it is drawn. A run resumed at any
+batch therefore sees exactly the batches an uninterrupted run would.
+
+Two paths give the same structure: ``tf.data`` for sources that yield a
+``tf.data.Dataset``, and a plain Python generator for in-memory NumPy sources
+(``source.train_arrays()``), which needs no TensorFlow at all (JAX hosts).
+TensorFlow is imported only inside the ``tf.data`` functions.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import itertools
+import warnings
 
-AUTOTUNE = tf.data.AUTOTUNE
+import numpy as np
+
+_SEED_MODULUS = 2**31 - 1
+_GENERATOR_STRIDE = 2**16  # a generator's draws within one batch stay below the next one's
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible shuffle seed per epoch (so resuming at epoch e replays epoch e)."""
-    return (int(seed) * 1_000_003 + int(epoch)) % (2**31 - 1)
+    return (int(seed) * 1_000_003 + int(epoch)) % _SEED_MODULUS
 
 
 def training_batches(source, batch_size: int, seed: int, steps_per_epoch: int, epochs: int,
-                     augment=None, start_epoch: int = 0, shuffle_buffer: int = 20_000):
+                     augment=None, start_epoch: int = 0, skip_batches: int = 0,
+                     shuffle_buffer: int = 20_000):
     """``(images, labels)`` batches for epochs ``start_epoch … epochs-1``, in order.
 
     Each epoch is shuffled with its own seed and cut to ``steps_per_epoch``
-    full batches, so Keras epochs and data epochs coincide and a resumed run
-    sees exactly the batches an uninterrupted one would. ``augment`` maps a
-    batch ``(images, labels)`` to the same structure (multi-view included).
+    full batches, so Keras epochs and data epochs coincide. ``skip_batches``
+    drops the first batches of ``start_epoch`` (a run resumed mid-epoch).
+    ``augment`` maps a batch ``(images, labels)`` to the same structure
+    (multi-view included). Returns a ``tf.data.Dataset``, or a generator of
+    NumPy batches for array sources.
     """
+    if callable(getattr(source, "train_arrays", None)):
+        images, labels = source.train_arrays()
+        return array_batches(images, labels, batch_size, seed, steps_per_epoch, epochs,
+                             augment=augment, start_epoch=start_epoch, skip_batches=skip_batches)
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
     examples = source.train()
     if source.fits_in_memory:
         examples = examples.cache()
     buffer = min(shuffle_buffer, max(source.num_examples, 1))
 
     def one_epoch(epoch: int):
-        return (examples.shuffle(buffer, seed=epoch_seed(seed, epoch))
-                .map(as_float_pixels, num_parallel_calls=AUTOTUNE)
-                .batch(batch_size, drop_remainder=True)
-                .repeat()  # a steps_per_epoch larger than the data set wraps around
-                .take(steps_per_epoch))
+        batches = (examples.shuffle(buffer, seed=epoch_seed(seed, epoch))
+                   .map(as_float_pixels, num_parallel_calls=autotune)
+                   .batch(batch_size, drop_remainder=True)
+                   .repeat()  # a steps_per_epoch larger than the data set wraps around
+                   .take(steps_per_epoch)
+                   .enumerate(start=epoch * steps_per_epoch))  # the batch's global position
+        return batches
 
-    batches = one_epoch(start_epoch)
+    batches = one_epoch(start_epoch).skip(skip_batches)
     for epoch in range(start_epoch + 1, epochs):
         batches = batches.concatenate(one_epoch(epoch))
-    if augment is not None:
-        batches = batches.map(augment, num_parallel_calls=AUTOTUNE)
-    return batches.prefetch(AUTOTUNE)
+    if augment is None:
+        batches = batches.map(lambda position, batch: batch)
+    else:
+        batches = batches.map(positional_augmentation(augment, seed, graph=True),
+                              num_parallel_calls=None)  # in order: the seeds are set per call
+    return batches.prefetch(autotune)
+
+
+def array_batches(images, labels, batch_size: int, seed: int, steps_per_epoch: int, epochs: int,
+                  augment=None, start_epoch: int = 0, skip_batches: int = 0):
+    """The NumPy twin of ``training_batches``: a generator of (float32 images, int32 labels)."""
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if len(images) < batch_size:
+        raise ValueError(f"{len(images)} images are fewer than one batch of {batch_size}")
+    apply = positional_augmentation(augment, seed, graph=False) if augment is not None else None
+
+    def generate():
+        for epoch in range(start_epoch, epochs):
+            order = epoch_order(len(images), batch_size, steps_per_epoch, seed, epoch)
+            first = skip_batches if epoch == start_epoch else 0
+            for index in range(first, steps_per_epoch):
+                chosen = order[index * batch_size:(index + 1) * batch_size]
+                batch = (images[chosen].astype(np.float32), labels[chosen].astype(np.int32))
+                if apply is not None:
+                    batch = _to_numpy(apply(epoch * steps_per_epoch + index, batch))
+                yield batch
+
+    return generate()
+
+
+def epoch_order(count: int, batch_size: int, steps_per_epoch: int, seed: int, epoch: int) -> np.ndarray:
+    """Example indices of one epoch: seeded permutations, each cut to whole batches, repeated."""
+    rng = np.random.default_rng(epoch_seed(seed, epoch))
+    usable = (count // batch_size) * batch_size
+    needed = steps_per_epoch * batch_size
+    parts, total = [], 0
+    while total < needed:
+        parts.append(rng.permutation(count)[:usable])
+        total += usable
+    return np.concatenate(parts)[:needed]
+
+
+def skip(batches, count: int):
+    """Drop the first ``count`` batches of a ``tf.data.Dataset`` or any iterable."""
+    if not count:
+        return batches
+    if hasattr(batches, "skip") and hasattr(batches, "element_spec"):
+        return batches.skip(count)
+    return (batch for batch in itertools.islice(iter(batches), count, None))  # fit takes generators
+
+
+# -- augmentation keyed on the batch's position ------------------------------------
+
+def positional_augmentation(augment, seed: int, graph: bool):
+    """``fn(position, (images, labels))``: set every random generator from the position, then augment.
+
+    Augmentation layers draw from Keras ``SeedGenerator``s, whose state
+    normally advances batch after batch; setting it from (seed, position)
+    makes each batch's draws depend on where it is in the run only.
+    """
+    generators = augmentation_seed_generators(augment, graph=graph)
+    base = (int(seed) * 1_000_003 + int(getattr(augment, "seed", None) or 0) * 7919) % _SEED_MODULUS
+    if generators is None:
+        warnings.warn("augmentation random state could not be keyed on the batch position; "
+                      "a resumed run draws different augmentations than an uninterrupted one")
+        generators = []
+
+    if graph:
+        import tensorflow as tf
+
+        def apply(position, batch):
+            first = (tf.cast(position, tf.int64) * 7919 + base) % _SEED_MODULUS
+            for index, generator in enumerate(generators):
+                state = tf.stack([first, tf.constant(index * _GENERATOR_STRIDE, tf.int64)])
+                generator.state.assign(tf.cast(state, generator.state.dtype))
+            return augment(*batch)
+        return apply
+
+    def apply_eager(position, batch):
+        first = (int(position) * 7919 + base) % _SEED_MODULUS
+        for index, generator in enumerate(generators):
+            generator.state.assign(np.asarray([first, index * _GENERATOR_STRIDE], generator.state.dtype))
+        return augment(*batch)
+    return apply_eager
+
+
+def augmentation_seed_generators(augment, graph: bool):
+    """The seed generators an augmentation draws from (inside tf.data if ``graph``), or None.
+
+    Keras's data layers keep one generator per backend and switch to
+    TensorFlow ops inside ``tf.data``; the TensorFlow one is created here, up
+    front, so its state can be set before each batch.
+    """
+    import keras
+
+    try:
+        layers, seen = [], set()
+        for layer in _augmentation_layers(augment):
+            for inner in layer._flatten_layers(include_self=True, recursive=True):
+                if id(inner) not in seen:
+                    seen.add(id(inner))
+                    layers.append(inner)
+        generators = []
+        for layer in layers:
+            if hasattr(layer, "_get_seed_generator") and hasattr(layer, "generator"):
+                backend = getattr(layer, "backend", None)
+                if graph and keras.backend.backend() != "tensorflow" and backend is not None:
+                    previous = backend._backend
+                    backend.set_backend("tensorflow")
+                    try:
+                        generators.append(layer._get_seed_generator("tensorflow"))
+                    finally:
+                        backend.set_backend(previous)
+                else:
+                    generators.append(layer._get_seed_generator(keras.backend.backend()))
+            else:
+                generators.extend(getattr(layer, "_seed_generators", []) or [])
+        unique = {id(g): g for g in generators}
+        return list(unique.values())
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _augmentation_layers(augment):
+    import keras
+
+    if isinstance(augment, keras.layers.Layer):
+        return [augment]
+    found = []
+    for attribute in ("steps", "pipelines", "layers"):
+        for item in getattr(augment, attribute, None) or []:
+            found.extend(_augmentation_layers(item))
+    return found
+
+
+def _to_numpy(batch):
+    import keras
+
+    if isinstance(batch, dict):
+        return {k: _to_numpy(v) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_numpy(v) for v in batch)
+    return keras.ops.convert_to_numpy(batch) if batch is not None else None
 
 
 def as_float_pixels(image, label):
+    import tensorflow as tf
+
     return tf.cast(image, tf.float32), tf.cast(label, tf.int32)
 
 
 def materialise(dataset, batch_size: int = 512):
-    """(images uint8 [N,H,W,3], labels int32 [N]) as NumPy arrays, for evaluation sets."""
-    import numpy as np
+    """(images uint8 [N,H,W,3], labels int32 [N]) as NumPy arrays, for evaluation sets.
 
+    ``dataset`` is a ``tf.data.Dataset`` of (image, label), or already a pair
+    of arrays (in-memory sources).
+    """
+    if isinstance(dataset, (tuple, list)):
+        images, labels = dataset
+        return np.asarray(images), np.asarray(labels).astype(np.int32)
     images, labels = [], []
     for image_batch, label_batch in dataset.batch(batch_size).as_numpy_iterator():
         images.append(image_batch)
@@ -63,3 +237,12 @@ def materialise(dataset, batch_size: int = 512):
     if not images:
         return np.zeros((0, 1, 1, 3), np.uint8), np.zeros((0,), np.int32)
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def __getattr__(name):
+    # ``AUTOTUNE`` without importing TensorFlow at module level (array sources need no TF).
+    if name == "AUTOTUNE":
+        import tensorflow as tf
+
+        return tf.data.AUTOTUNE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
