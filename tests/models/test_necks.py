@@ -9,7 +9,7 @@ from trainer.registry import NECKS
 FEATURES = np.random.default_rng(0).normal(size=(3, 4, 4, 8)).astype("float32")
 
 
-@pytest.mark.parametrize("name", ["e", "gdc", "gap"])
+@pytest.mark.parametrize("name", ["e", "gdc", "gap", "vit_head"])
 def test_shape_and_config_round_trip(name):
     neck = NECKS.build({"name": name}, embedding_dim=16)
     out = keras.ops.convert_to_numpy(neck(FEATURES, training=False))
@@ -18,7 +18,7 @@ def test_shape_and_config_round_trip(name):
     assert clone.get_config() == neck.get_config()
 
 
-@pytest.mark.parametrize("name", ["e", "gap"])
+@pytest.mark.parametrize("name", ["e", "gap", "vit_head"])
 def test_tokens_input(name):
     tokens = np.random.default_rng(1).normal(size=(2, 9, 8)).astype("float32")
     assert NECKS.build({"name": name}, embedding_dim=5)(tokens).shape == (2, 5)
@@ -43,3 +43,10 @@ def test_gdc_kernel_covers_the_map():
     neck = NECKS.build({"name": "gdc"}, embedding_dim=4)
     neck(FEATURES)
     assert tuple(neck.depthwise.kernel.shape[:2]) == (4, 4)
+
+
+def test_vit_head_shapes_follow_insightface():
+    tokens = np.zeros((2, 9, 8), np.float32)
+    neck = NECKS.build({"name": "vit_head"}, embedding_dim=6)
+    neck(tokens)
+    assert tuple(neck.hidden.kernel.shape) == (72, 8) and tuple(neck.dense.kernel.shape) == (8, 6)
