@@ -20,24 +20,17 @@ import sys
 
 USAGE = ("usage: python -m trainer.evaluate model_path=<model.keras> [bin_files=[a.bin,...]] "
          "[folder=<identity folders>] [pairs=3000] [seed=0] [album=true] [old_model_path=<model.keras>] "
-         "[threshold=0.5] [linkage=average] [output=<dir>] [data=<source> data.<key>=...]")
+         "[threshold=auto|0.5] [linkage=average] [output=<dir>] [data=<source> data.<key>=...]")
 DEFAULTS = {"model_path": None, "bin_files": [], "folder": None, "pairs": 3000, "seed": 0, "folds": 10,
-            "album": False, "old_model_path": None, "threshold": 0.5, "linkage": "average",
+            "album": False, "old_model_path": None, "threshold": "auto", "linkage": "average",
             "period_fraction": 0.5, "min_album": 2, "batch_size": 256, "output": None}
 
 
 def load_model(path: str):
-    import keras
+    """An exported embedding model; any failure is one line (a ``ConfigError``)."""
+    from loops.base import load_frozen_embedding_model  # the one loader of exported models
 
-    import trainer.builders  # noqa: F401  registers L2Normalize for loading
-    from trainer.data.errors import DataError
-    from trainer.registry import import_package
-
-    for package in ("models.backbones", "models.necks", "augment.preprocess"):
-        import_package(package)  # custom layers register themselves on import
-    if not os.path.exists(path):
-        raise DataError(f"model_path={path} does not exist; pass an exported .keras file")
-    return keras.saving.load_model(path, compile=False)
+    return load_frozen_embedding_model(path, "model_path")
 
 
 def evaluate(options: dict, data_overrides=()) -> dict:
@@ -102,7 +95,8 @@ def album_evaluation(model, o: dict, size: int, data_overrides) -> dict:
     cfg = compose(overrides)
     images, labels, families = album.album_examples(DATASETS.build(cfg.data))
     embeddings = embed(model, images, int(o["batch_size"]))
-    result = {"album": album.album_report(embeddings, labels, families, float(o["threshold"]), o["linkage"],
+    threshold = album.resolve_threshold(o["threshold"], embeddings, labels, int(o["seed"]))
+    result = {"album": album.album_report(embeddings, labels, families, threshold, o["linkage"],
                                           float(o["period_fraction"]), int(o["min_album"]))}
     if o["old_model_path"]:
         old = load_model(str(o["old_model_path"]))
@@ -113,7 +107,7 @@ def album_evaluation(model, o: dict, size: int, data_overrides) -> dict:
                             "the model-update check needs the same input size")
         old_embeddings = embed(old, images, int(o["batch_size"]))
         result["model_update"] = album.model_update_report(
-            old_embeddings, embeddings, labels, families, float(o["threshold"]), o["linkage"],
+            old_embeddings, embeddings, labels, families, threshold, o["linkage"],
             int(o["min_album"]), int(o["pairs"]), int(o["seed"]), int(o["folds"]))
         result["model_update"]["old_model_path"] = str(o["old_model_path"])
     return result

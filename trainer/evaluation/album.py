@@ -2,7 +2,8 @@
 
 Each family's photos are clustered on their own, agglomeratively on cosine
 distance (1 − cos) of L2-normalised embeddings, merging while the linkage
-distance is at most ``threshold``. Photos arrive in two periods (each
+distance is at most ``threshold`` (a number, or ``auto``: the model's own
+verification threshold, so models are compared each at its operating point). Photos arrive in two periods (each
 identity's first images, then the rest); period 2 is clustered either from
 scratch ("full") or incrementally, starting from the period-1 albums plus the
 new photos as singletons, as the product does when new photos arrive (albums
@@ -269,6 +270,23 @@ def model_update_report(old_embeddings: np.ndarray, new_embeddings: np.ndarray, 
     return report
 
 
+def calibrated_threshold(embeddings: np.ndarray, labels: np.ndarray, pairs: int = 3000, seed: int = 0) -> float:
+    """The model's own operating point: the verification threshold (10-fold best squared
+    distance of seeded pairs) as a cosine distance (squared distance / 2 on unit vectors)."""
+    from trainer.evaluation.verification import sample_pairs, squared_distances, ten_fold_accuracy
+
+    index_a, index_b, issame = sample_pairs(labels, pairs, seed)
+    _, _, thresholds = ten_fold_accuracy(squared_distances(embeddings[index_a], embeddings[index_b]), issame)
+    return float(np.median(thresholds)) / 2.0
+
+
+def resolve_threshold(threshold, embeddings, labels, seed: int = 0) -> float:
+    """A number, or ``auto`` (``calibrated_threshold``): each model at its own operating point."""
+    if str(threshold).lower() == "auto":
+        return calibrated_threshold(embeddings, labels, seed=seed)
+    return float(threshold)
+
+
 def family_of_images(labels: np.ndarray, family_by_identity: np.ndarray) -> np.ndarray:
     return np.asarray(family_by_identity)[np.asarray(labels)]
 
@@ -293,13 +311,13 @@ def album_examples(source):
 class AlbumEvaluator:
     """Album clustering of the source's held-out families (see the module docstring)."""
 
-    def __init__(self, threshold: float = 0.5, linkage: str = "average", period_fraction: float = 0.5,
+    def __init__(self, threshold="auto", linkage: str = "average", period_fraction: float = 0.5,
                  min_album: int = 2, batch_size: int = 256):
         if linkage not in LINKAGES:
             from trainer.registry import ConfigError
 
             raise ConfigError(f"eval.linkage={linkage!r} is not one of {', '.join(LINKAGES)}")
-        self.threshold = float(threshold)
+        self.threshold = threshold if str(threshold).lower() == "auto" else float(threshold)
         self.linkage = linkage
         self.period_fraction = float(period_fraction)
         self.min_album = int(min_album)
@@ -310,5 +328,6 @@ class AlbumEvaluator:
 
         images, labels, families = album_examples(source)
         embeddings = embed(embedding_model, images, self.batch_size)
-        return {"album": album_report(embeddings, labels, families, self.threshold, self.linkage,
+        threshold = resolve_threshold(self.threshold, embeddings, labels)
+        return {"album": album_report(embeddings, labels, families, threshold, self.linkage,
                                       self.period_fraction, self.min_album)}

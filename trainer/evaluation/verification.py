@@ -43,12 +43,13 @@ def embed_with_norm(model, images: np.ndarray, batch_size: int = 256, flip: bool
 
 
 def unnormalised(model):
-    """An exported model (…→ L2Normalize) without its last layer, so XNorm means something.
+    """An exported model (… → unit normalisation) without that last layer, so XNorm means something.
 
     Verification normalises anyway, so accuracies are unchanged.
     """
     last = model.layers[-1] if getattr(model, "layers", None) else None
-    if last is not None and type(last).__name__ == "L2Normalize":
+    if last is not None and (type(last).__name__ in ("L2Normalize", "UnitNormalization")
+                             or last.name == "l2_normalize"):
         import keras
 
         return keras.Model(model.inputs, last.input, name=f"{model.name}_unnormalised")
