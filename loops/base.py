@@ -122,7 +122,7 @@ def load_frozen_embedding_model(path, role: str, image_size: int | None = None) 
                           f"use its runs/<name>/export/embedding.keras")
     _import_serializable_components()
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, custom_objects=LEGACY_OBJECTS)
     except Exception as error:
         try:
             model = _rebuild_then_load_weights(path)
@@ -152,16 +152,26 @@ def _rebuild_then_load_weights(path: str) -> keras.Model:
 
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
-    model = keras.saving.deserialize_keras_object(config)
+    model = keras.saving.deserialize_keras_object(config, custom_objects=LEGACY_OBJECTS)
     model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)
     model.load_weights(path)
     return model
 
 
+class _LegacyL2Normalize(keras.layers.Layer):
+    """Last layer of exports written before the export switched to ``UnitNormalization``."""
+
+    def call(self, inputs):
+        inputs = ops.cast(inputs, "float32")
+        return inputs / ops.maximum(ops.norm(inputs, axis=-1, keepdims=True), 1e-12)
+
+
+LEGACY_OBJECTS = {"L2Normalize": _LegacyL2Normalize, "facetrain>L2Normalize": _LegacyL2Normalize}
+
+
 def _import_serializable_components() -> None:
     """Register every facetrain Keras class so an exported model loads without custom objects."""
     from trainer.registry import BACKBONES, NECKS, PREPROCESSORS
-    import trainer.builders  # noqa: F401  (L2Normalize)
 
     for registry in (BACKBONES, NECKS, PREPROCESSORS):
         registry.names()

@@ -21,7 +21,7 @@ Reports, at each epoch end, verification accuracy on the held-out pairs for
 new-vs-new, old-vs-old and old-vs-new (the gallery made by the old model, the
 query by the new one): ``bct_new_accuracy``, ``bct_old_accuracy``,
 ``bct_cross_accuracy`` in the epoch logs (``metrics.json`` ``epochs``).
-``python -m loops.bct --old A.keras --new B.keras`` measures any two exports.
+``python -m loops.cross_model --old A.keras --new B.keras`` measures any two exports.
 """
 
 from __future__ import annotations
@@ -125,22 +125,6 @@ def class_means(model, examples, num_classes: int, batch_size: int = 256) -> np.
     return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
 
-def cross_model_verification(old_model, new_model, images, labels, pairs: int = 1000,
-                             seed: int = 0) -> dict:
-    """Held-out verification for old-vs-old, new-vs-new and old-vs-new on the same pairs."""
-    from trainer.evaluation.verification import embed, sample_pairs, verify_pairs
-
-    old = embed(old_model, images)
-    new = embed(new_model, images)
-    index_a, index_b, issame = sample_pairs(labels, pairs, seed)
-    both = np.concatenate([old, new])
-    offset = len(old)
-    return {"old": verify_pairs(old, index_a, index_b, issame)["accuracy"],
-            "new": verify_pairs(new, index_a, index_b, issame)["accuracy"],
-            # gallery image a embedded by the old model, query b by the new one
-            "cross": verify_pairs(both, index_a, index_b + offset, issame)["accuracy"]}
-
-
 class CrossModelVerification(keras.callbacks.Callback):
     """Adds ``bct_{new,old,cross}_accuracy`` to the epoch logs."""
 
@@ -155,34 +139,8 @@ class CrossModelVerification(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        from loops.cross_model import cross_model_verification
+
         scores = cross_model_verification(self.old_model, self.model.embedding_model,
                                           self.images, self.labels, self.pairs)
         logs.update({f"bct_{key}_accuracy": value for key, value in scores.items()})
-
-
-def main(argv=None) -> int:
-    """``python -m loops.bct --old A.keras --new B.keras [data overrides]``: cross-model accuracy."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--old", required=True, help="old exported embedding model (.keras)")
-    parser.add_argument("--new", required=True, help="new exported embedding model (.keras)")
-    parser.add_argument("--pairs", type=int, default=3000)
-    parser.add_argument("overrides", nargs="*", help="config overrides for the data, e.g. data.image_size=32")
-    args = parser.parse_args(argv)
-    from trainer.config import compose
-    from trainer.data.pipeline import materialise
-    from trainer.registry import DATASETS
-
-    cfg = compose(args.overrides)
-    source = DATASETS.build(cfg.data)
-    old = load_frozen_embedding_model(args.old, "--old", source.image_size)
-    new = load_frozen_embedding_model(args.new, "--new", source.image_size)
-    images, labels = materialise(source.heldout())
-    print(json.dumps(cross_model_verification(old, new, images, labels, args.pairs)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
