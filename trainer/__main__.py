@@ -17,14 +17,14 @@ def _overrides(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from trainer.config import preflight, register_resolvers, searchpath_override
+    from trainer.config import compose, register_resolvers, searchpath_override
     from trainer.registry import ConfigError
 
     register_resolvers()
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if not multirun and not any(a.startswith("--") and a not in ("--multirun",) for a in argv):
         try:
-            preflight(_overrides(argv))
+            compose(_overrides(argv))  # names, keys and values checked before Hydra starts the job
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -8,15 +8,6 @@ from trainer.registry import (BACKBONES, HEADS, LOOPS, LOSSES, NECKS, OPTIMIZERS
                               PREPROCESSORS, SCHEDULES, to_plain)
 
 
-@keras.saving.register_keras_serializable(package="facetrain")
-class L2Normalize(keras.layers.Layer):
-    """Unit-length embeddings (float32), the exported model's last layer."""
-
-    def call(self, inputs):
-        inputs = keras.ops.cast(inputs, "float32")
-        return inputs / keras.ops.maximum(keras.ops.norm(inputs, axis=-1, keepdims=True), 1e-12)
-
-
 def build_embedding_model(cfg, image_size: int) -> keras.Model:
     """Pixels (0..255, RGB) → preprocess → backbone → neck → embedding (not normalised)."""
     input_shape = (image_size, image_size, 3)
@@ -54,5 +45,7 @@ def build_optimizer(cfg, steps_per_epoch: int, total_steps: int):
 def exportable(embedding_model: keras.Model) -> keras.Model:
     """Image in, L2-normalised float32 embedding out."""
     images = keras.Input(embedding_model.input_shape[1:], name="image")
-    embedding = L2Normalize(name="l2_normalize", dtype="float32")(embedding_model(images))
+    embedding = keras.layers.Activation("linear", dtype="float32", name="to_float32")(embedding_model(images))
+    # A built-in layer, so the export needs no custom objects to load.
+    embedding = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(embedding)
     return keras.Model(images, embedding, name="face_embedding")

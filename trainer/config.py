@@ -90,22 +90,34 @@ def searchpath_override() -> list[str]:
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
-    """The resolved config for ``overrides`` (no Hydra run needed), after preflight checks."""
+    """The resolved config for ``overrides`` (no Hydra run needed), validated.
+
+    A composition error is diagnosed by ``preflight`` into one line that names
+    the mistake and the nearest right spelling.
+    """
+    register_resolvers()
+    overrides = list(overrides)
+    try:
+        cfg = _hydra_compose(overrides, config_name)
+    except ConfigError:
+        preflight(overrides)  # raises the precise message when it can tell what is wrong
+        raise
+    validate(cfg)
+    return cfg
+
+
+def _hydra_compose(overrides: Sequence[str], config_name: str = "config") -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    register_resolvers()
-    overrides = list(overrides)
-    preflight(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            cfg = hydra_compose(config_name=config_name, overrides=overrides + searchpath_override())
+            return hydra_compose(config_name=config_name,
+                                 overrides=list(overrides) + searchpath_override())
         except Exception as error:  # Hydra's own message, reduced to its first line
             raise ConfigError(_first_line(error)) from error
-    validate(cfg)
-    return cfg
 
 
 # -- preflight: one clear line for the usual command-line mistakes ------------
@@ -149,17 +161,8 @@ def preflight(overrides: Sequence[str]) -> None:
                     f"(list them: python -m trainer.list {key})")
             selections.append(override)
 
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
     register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        try:
-            base = hydra_compose(config_name="config", overrides=selections + searchpath_override())
-        except Exception as error:
-            raise ConfigError(_first_line(error)) from error
+    base = _hydra_compose(selections)
     for override in overrides:
         key, sep, _ = override.partition("=")
         if not sep or key.startswith(("+", "~", "hydra")) or "." not in key:
