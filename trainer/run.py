@@ -138,6 +138,7 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
                                        augment=augment, start_epoch=segment.start_epoch, **extra)
                 if not skips_itself:
                     batches = skip(batches, segment.skip_batches)
+                batches = runtime.prepare_fit(loop, batches)
                 if checkpoint is not None and checkpoint.restore_from:
                     batches = build_before_restore(loop, batches)
                 for callback in callbacks:

@@ -59,6 +59,23 @@ class Runtime:
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
+    def prepare_fit(self, model, batches):
+        """Strategy-specific set-up before ``fit``; returns ``batches`` (possibly re-wrapped).
+
+        Multi-worker: Keras 3's pre-fit build reduces a per-replica batch across
+        workers and fails (keras-team/keras#20585). The model is built here from
+        the batches' structure instead, and that step is switched off for it.
+        """
+        if self.name != "multiworker":
+            return batches
+        from trainer.callbacks.checkpoint import build_before_restore
+
+        with self.scope():
+            batches = build_before_restore(model, batches)
+        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        _patch_multiworker_log_reduction()
+        return batches
+
     def worker_dir(self, run_dir: str) -> str:
         """Where this process writes its own records: the run dir, or a sub-folder for non-chiefs."""
         return _worker_dir(run_dir, self.worker_index)
@@ -165,6 +182,8 @@ def _mirrored(node, runtime: Runtime) -> None:
         split_cpu(int(node.get("cpu_replicas", 1)))
         # No GPU: mirror over the CPU's logical devices (what tests use, with cpu_replicas).
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        if len(devices) > 1:
+            _no_xla_collectives_on_cpu(runtime, "mirrored")
     runtime.strategy = tf.distribute.MirroredStrategy(devices=devices)
 
 
@@ -194,6 +213,14 @@ def _multiworker(node, runtime: Runtime) -> None:
             implementation=implementation[communication]))
     runtime.num_workers = len(workers)
     runtime.worker_index = worker_index(node)
+    if not tf.config.list_physical_devices("GPU"):
+        _no_xla_collectives_on_cpu(runtime, "multiworker")
+
+
+def _no_xla_collectives_on_cpu(runtime: Runtime, name: str) -> None:
+    if runtime.jit_compile:
+        raise ConfigError(f"runtime={name} on CPUs: XLA has no cross-replica collectives for CPU devices; "
+                          "add runtime.jit_compile=false (GPU and TPU runs keep XLA)")
 
 
 def local_tpu_present() -> bool:
@@ -263,6 +290,31 @@ def _jax(node, runtime: Runtime) -> None:
     devices = keras.distribution.list_devices(node.get("device_type") or None)
     runtime.distribution = keras.distribution.DataParallel(devices=devices)
     keras.distribution.set_distribution(runtime.distribution)
+
+
+def _patch_multiworker_log_reduction() -> None:
+    """Average the step's logs over workers with ``axis=None``.
+
+    Keras 3 reduces each log across workers with ``strategy.reduce("MEAN", v,
+    axis=0)``, which fails for scalar logs such as the loss ("Invalid reduction
+    dimension 0 for input with 0 dimensions"). Only the logs pass through here;
+    gradients are all-reduced by the strategy itself.
+    """
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "facetrain_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and reduction in ("auto", "mean"):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.facetrain_patched = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def _memory_growth(tf, gpus) -> None:
