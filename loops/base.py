@@ -104,8 +104,18 @@ def gather_global(*tensors):
     context = tf.distribute.get_replica_context()
     if context is None:  # cross-replica context: values are already whole
         return tensors if len(tensors) > 1 else tensors[0]
-    gathered = tuple(context.all_gather(t, axis=0) for t in tensors)
+    gathered = tuple(_gather(context, t, tf) for t in tensors)
     return gathered if len(gathered) > 1 else gathered[0]
+
+
+def _gather(context, tensor, tf):
+    """One tensor's all_gather, with its static shape restored (all_gather loses it)."""
+    tensor = tf.convert_to_tensor(tensor)
+    if not tensor.dtype.is_floating:  # labels: no gradient to route
+        tensor = tf.stop_gradient(tensor)
+    gathered = context.all_gather(tensor, axis=0)
+    rows = None if tensor.shape[0] is None else tensor.shape[0] * context.num_replicas_in_sync
+    return tf.ensure_shape(gathered, [rows, *tensor.shape[1:]])
 
 
 def load_frozen_embedding_model(path, role: str, image_size: int | None = None) -> keras.Model:
