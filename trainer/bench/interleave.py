@@ -35,19 +35,22 @@ class Interleaver(keras.callbacks.Callback):
     """Framework windows delimited at step indices; other runners' windows run at each boundary."""
 
     def __init__(self, warmup_steps: int, steps_per_window: int, windows: int, runners, record,
-                 steps_per_execution: int = 1):
+                 steps_per_execution: int = 1, on_warm=None):
         super().__init__()
+        self.on_warm = on_warm  # called once at the end of the warm-up (e.g. to read trace counts)
         self.steps_per_execution = int(steps_per_execution)  # boundaries must be multiples of it
         self.boundaries = [warmup_steps + k * steps_per_window for k in range(windows + 1)]
         self.runners = list(runners)
-        self.record = record            # record(name, seconds) for every finished window
+        self.record = record            # record(name, seconds, cpu_seconds) for every finished window
         self.warmup_steps = warmup_steps
         self.steps_per_window = steps_per_window
         self._next = 0
         self._window_start = None
+        self._window_cpu = None
         self.fit_started = time.perf_counter()
         self.warmup_seconds = None
         self.epoch_end_started = None
+        self.train_end_started = None
 
     @property
     def total_steps(self) -> int:
@@ -58,20 +61,28 @@ class Interleaver(keras.callbacks.Callback):
         if self._next >= len(self.boundaries) or batch < self.boundaries[self._next]:
             return
         _wait_for_device(self.model)
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if self._next == 0:
             self.warmup_seconds = now - self.fit_started
+            if self.on_warm is not None:
+                self.on_warm()
             for runner in self.runners:
                 runner.warmup(self.warmup_steps)
         else:
-            self.record("framework", now - self._window_start)
+            self.record("framework", now - self._window_start, cpu - self._window_cpu)
             for runner in self.runners:
-                self.record(runner.name, runner.window(self.steps_per_window))
+                cpu = time.process_time()
+                seconds = runner.window(self.steps_per_window)
+                self.record(runner.name, seconds, time.process_time() - cpu)
         self._next += 1
-        self._window_start = time.perf_counter()
+        self._window_start, self._window_cpu = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_end_started = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        # first in the list: what lies between is every other callback's epoch-end work
+        self.train_end_started = time.perf_counter()
 
     @property
     def complete(self) -> bool:

@@ -33,6 +33,7 @@ from trainer.bench.timing import Windows, paired_ratio, steps_windows
 
 FRAMEWORK_TARGET = 0.95   # framework step >= 0.95 x the minimal step
 PIPELINE_TARGET = 3.0     # input pipeline >= 3 x the model step
+SETTLE_SECONDS = 0.3      # pause after a pipeline window (its prefetch buffers refill)
 
 
 def run_bench(cfg) -> dict:
@@ -109,8 +110,8 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
 
     results: dict[str, Windows] = {}
 
-    def record(name, seconds):
-        results[name].add(seconds)
+    def record(name, seconds, cpu_seconds=None):
+        results[name].add(seconds, cpu_seconds)
 
     runners = []
     results["framework"] = steps_windows(batch_size, steps_per_window)
@@ -129,8 +130,10 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
         results["pipeline"] = Windows(images_per_window=batch_size * steps_per_window,
                                       steps_per_window=steps_per_window)
 
+    traces = {}
     interleaver = Interleaver(warmup_steps, steps_per_window, windows, runners, record,
-                              steps_per_execution=max(int(runtime.steps_per_execution), 1))
+                              steps_per_execution=max(int(runtime.steps_per_execution), 1),
+                              on_warm=lambda: traces.update(after_warmup=tracing_count(loop)))
     extra = []
     if job_callbacks:
         report = records.RunReport(run_dir, cfg)
@@ -146,10 +149,11 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
         loop.fit(in_memory_data(batches), epochs=1, steps_per_epoch=interleaver.total_steps,
                  callbacks=[interleaver, *callbacks, *extra], shuffle=False,
                  verbose=int(bench.verbose))
+        fit_ended = time.perf_counter()
     finally:
         if job_callbacks:
-            loggers.close()
-    fit_ended = time.perf_counter()
+            loggers.close()  # once per job (wandb's finish), not per step or epoch
+    closed = time.perf_counter()
     if not interleaver.complete:
         from trainer.registry import ConfigError
 
@@ -163,6 +167,8 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
     ratios = {}
     if "minimal" in results:
         ratios["framework_over_minimal"] = paired_ratio(results["framework"], results["minimal"])
+        ratios["framework_over_minimal_cpu_time"] = paired_ratio(results["framework"], results["minimal"],
+                                                                 cpu=True)
     if "pipeline" in results:
         ratios["pipeline_over_framework"] = paired_ratio(results["pipeline"], results["framework"])
 
@@ -181,7 +187,8 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
                 summaries[name]["utilisation"] = round(achieved / float(peak), 4)
 
     framework_step = summaries["framework"].get("step_seconds")
-    epoch_end = fit_ended - interleaver.epoch_end_started if interleaver.epoch_end_started else None
+    epoch_end = (interleaver.train_end_started - interleaver.epoch_end_started
+                 if interleaver.epoch_end_started and interleaver.train_end_started else None)
     job = job_description(cfg, runtime, num_classes, image_size, batch_size, steps_per_epoch, synthetic)
     job["parameters"] = int(loop.count_params())
     return {
@@ -201,7 +208,13 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
             # the epoch-end work (checkpoint, metrics.json, loggers) as a share of one epoch
             "epoch_end_share": (round(epoch_end / (epoch_end + steps_per_epoch * framework_step), 4)
                                 if epoch_end is not None and framework_step else None),
+            "train_end_seconds": round(fit_ended - interleaver.train_end_started, 3),
+            "loggers_close_seconds": round(closed - fit_ended, 3),
+            # TensorFlow traces the step twice at its first call (variable creation); more
+            # traces during the windows would mean retracing
             "framework_traces": tracing_count(loop),
+            "retraces_during_windows": (tracing_count(loop) - traces["after_warmup"]
+                                        if traces.get("after_warmup") is not None else None),
         },
         "memory": {"peak_host_gib": gib(peak_host_bytes()),
                    "peak_device_gib": gib(peak_device_bytes()),
@@ -275,13 +288,31 @@ def _cpu_model() -> str:
 
 
 def tracing_count(loop) -> int | None:
-    """How often TensorFlow traced the training function (1 = no retracing), if it says."""
-    function = getattr(loop, "train_function", None)
-    counter = getattr(function, "experimental_get_tracing_count", None)
-    try:
-        return int(counter()) if counter else None
-    except Exception:
-        return None
+    """How often TensorFlow traced the training step (1 = never retraced), or None (JAX).
+
+    Keras keeps its ``tf.function``s in the closure of ``train_function``; the
+    largest trace count among them is reported.
+    """
+    counts, seen = [], set()
+
+    def visit(function, depth):
+        if function is None or id(function) in seen or depth > 4:
+            return
+        seen.add(id(function))
+        counter = getattr(function, "experimental_get_tracing_count", None)
+        if counter is not None:
+            try:
+                counts.append(int(counter()))
+            except Exception:
+                pass
+        for cell in getattr(function, "__closure__", None) or ():
+            try:
+                visit(cell.cell_contents, depth + 1)
+            except ValueError:  # empty cell
+                continue
+
+    visit(getattr(loop, "train_function", None), 0)
+    return max(counts) if counts else None
 
 
 # -- batches -------------------------------------------------------------------------
@@ -300,7 +331,12 @@ def in_memory_data(batches):
 
         stacked = keras.tree.map_structure(lambda *parts: np.stack(parts), *batches)
         return tf.data.Dataset.from_tensor_slices(stacked).repeat().prefetch(tf.data.AUTOTUNE)
-    return itertools.cycle(batches)
+
+    def cycle():  # a generator: what Keras's JAX trainer reads array sources from
+        while True:
+            yield from batches
+
+    return cycle()
 
 
 def _iterate(batches):
@@ -361,4 +397,8 @@ class _PipelineRunner(Runner):
             self.first_epoch_rate = round(max(steps, self.first_epoch_steps) * self.batch_size / seconds, 2)
 
     def window(self, steps):
-        return self._pull(steps)
+        seconds = self._pull(steps)
+        # tf.data refills its buffers in the background after the window; let it finish
+        # so that work is not charged to the next window of another measurement
+        time.sleep(SETTLE_SECONDS)
+        return seconds

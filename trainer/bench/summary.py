@@ -36,6 +36,7 @@ def summary_lines(report: dict) -> list[str]:
         f"input pipeline: {_rate(report.get('pipeline'))}",
         _ratio("framework / minimal", report["ratios"].get("framework_over_minimal"),
                report["targets"].get("framework_over_minimal")),
+        _ratio("  same, on CPU time", report["ratios"].get("framework_over_minimal_cpu_time"), None),
         _ratio("pipeline / framework", report["ratios"].get("pipeline_over_framework"),
                report["targets"].get("pipeline_over_framework")),
         f"FLOPs per image: {flops['forward_flops_per_image'] / 1e9:.4f} G forward, "
