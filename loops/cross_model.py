@@ -44,9 +44,12 @@ def main(argv=None) -> int:
     from trainer.data.pipeline import materialise
     from trainer.registry import DATASETS
 
-    cfg = compose(args.overrides)
+    old = load_frozen_embedding_model(args.old, "--old")
+    overrides = list(args.overrides)
+    if not any(o.startswith("data.image_size=") for o in overrides):  # the models' input size
+        overrides.append(f"data.image_size={old.input_shape[1]}")
+    cfg = compose(overrides)
     source = DATASETS.build(cfg.data)
-    old = load_frozen_embedding_model(args.old, "--old", source.image_size)
     new = load_frozen_embedding_model(args.new, "--new", source.image_size)
     images, labels = materialise(source.heldout())
     print(json.dumps(cross_model_verification(old, new, images, labels, args.pairs)))

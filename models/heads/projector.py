@@ -11,6 +11,10 @@ import keras
 
 from trainer.registry import HEADS
 
+# Global-batch statistics across tf.distribute replicas; under JAX the step is one SPMD
+# program over the global batch already (and Keras accepts the flag only with TensorFlow).
+SYNC_BN = keras.backend.backend() == "tensorflow"
+
 
 @HEADS.register("projector")
 @keras.saving.register_keras_serializable(package="facetrain")
@@ -30,7 +34,7 @@ class ProjectorHead(keras.layers.Layer):
             block = [keras.layers.Dense(self.hidden_dim, use_bias=not self.batch_norm,
                                         name=f"hidden_{index}")]
             if self.batch_norm:
-                block.append(keras.layers.BatchNormalization(synchronized=True, name=f"bn_{index}"))
+                block.append(keras.layers.BatchNormalization(synchronized=SYNC_BN, name=f"bn_{index}"))
             block.append(keras.layers.ReLU(name=f"relu_{index}"))
             self.blocks.extend(block)
         # The last layer in float32: the loss normalises and divides by a small temperature.
