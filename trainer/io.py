@@ -68,10 +68,15 @@ def read_text(path: str) -> str:
 def write_text(path: str, text: str) -> None:
     """Whole or nothing: a temporary file renamed into place (local) or one object upload."""
     if is_remote(path):
+        # Written beside, then renamed over the target: on GCS the rename is a copy that
+        # replaces the object whole; readers see the old or the new text, never a mix.
         gfile = _gfile()
-        gfile.makedirs(path.rsplit("/", 1)[0])
-        with gfile.GFile(path, "w") as f:
+        folder, name = path.rsplit("/", 1)
+        gfile.makedirs(folder)
+        temporary = f"{folder}/.tmp-{os.getpid()}-{name}"
+        with gfile.GFile(temporary, "w") as f:
             f.write(text)
+        gfile.rename(temporary, path, overwrite=True)
         return
     from trainer.atomic import write_text as write_local
 

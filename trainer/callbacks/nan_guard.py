@@ -82,7 +82,8 @@ class NanGuard(PositionAware):
         optimizer = getattr(self.model, "optimizer", None)
         if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             return None
-        return float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
+        scale = getattr(optimizer, "dynamic_scale", None)  # created when the optimizer builds
+        return float(keras.ops.convert_to_numpy(scale)) if scale is not None else float(optimizer.initial_scale)
 
     def _stop(self, what: str) -> None:
         self.error = (f"{what}; {last_good_checkpoint(self.run_dir)}; lower optimizer.lr, "
