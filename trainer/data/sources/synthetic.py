@@ -43,7 +43,7 @@ class SyntheticFacesSource(DataSource):
         return self.builder.as_dataset(split=split, shuffle_files=False).map(pair)
 
     def train(self):
-        return self._split("train")
+        return self.apply_shard(self._split("train"))
 
     def heldout(self):
         return self._split("test")
