@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -27,12 +29,17 @@ def test_smoke_job_leaves_a_complete_run_directory(run_cli, tmp_path):
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
     assert (run_dir / "checkpoints" / "latest.json").exists()
 
-    # The export is image in, unit-length embedding out, and loads with plain Keras.
-    model = keras.saving.load_model(run_dir / "export" / "embedding.keras")
-    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    embeddings = np.asarray(model(images))
-    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
-    assert np.asarray(model(images)).tolist() == embeddings.tolist()
+    # The export is image in, unit-length embedding out, and loads with plain Keras in a
+    # fresh interpreter: no custom objects, no framework import.
+    check = (
+        "import keras, numpy as np\n"
+        f"model = keras.saving.load_model({str(run_dir / 'export' / 'embedding.keras')!r})\n"
+        "images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype('float32')\n"
+        "e = np.asarray(model(images))\n"
+        "print(np.round(np.linalg.norm(e, axis=1), 5).tolist(), e.shape)\n")
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert loaded.stdout.strip().splitlines()[-1] == "[1.0, 1.0, 1.0, 1.0] (4, 512)", loaded.stderr[-2000:]
 
 
 @pytest.mark.parametrize("argument,expected", [
@@ -47,9 +54,22 @@ def test_mistakes_exit_non_zero_with_one_line(run_cli, argument, expected):
     assert "Traceback" not in result.stderr
 
 
-def test_missing_data_is_one_line_and_the_run_is_not_marked_finished(run_cli, tmp_path):
-    result = run_cli("debug=smoke", "run.name=bad", "data.data_dir=/nonexistent/place", timeout=120)
+def test_data_dir_that_is_a_file_is_one_line_and_not_finished(run_cli, tmp_path):
+    not_a_folder = tmp_path / "data.txt"
+    not_a_folder.write_text("not a folder")
+    result = run_cli("debug=smoke", "run.name=bad", f"data.data_dir={not_a_folder}", timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    metrics = read_metrics(tmp_path / "runs" / "bad")
-    assert metrics["status"].startswith("failed")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: data.data_dir={not_a_folder} is a file, not a folder; "
+        "point it at a folder for the generated data set")
+    assert read_metrics(tmp_path / "runs" / "bad")["status"].startswith("failed: data.data_dir=")
+
+
+def test_nan_loss_names_the_step_and_the_run_is_not_finished(run_cli, tmp_path):
+    result = run_cli("debug=smoke", "run.name=nan", "optimizer.lr=1e30", "logger=none", timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the arcface loss became nan at step "), last
+    assert "Traceback" not in result.stderr
+    assert read_metrics(tmp_path / "runs" / "nan")["status"].startswith("failed: the arcface loss")
