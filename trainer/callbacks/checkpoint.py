@@ -103,12 +103,10 @@ class PositionAware(keras.callbacks.Callback):
         self.batch_offset = int(batch_offset)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch != self.epoch:  # only the first epoch of a fit call is shortened
-            self.batch_offset = 0
         self.epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        self.batch_offset = 0
+        self.batch_offset = 0  # only the first epoch of a fit call is shortened
         self.epoch = epoch + 1
 
     def batches_done(self, batch: int) -> int:
