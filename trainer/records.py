@@ -96,7 +96,15 @@ class RunReport:
 
 
 class Throughput(keras.callbacks.Callback):
-    """Training images per second, timed per epoch without the first epoch's compile step."""
+    """Training images per second, timed per epoch without each epoch's first step.
+
+    Only ``on_train_batch_begin`` and epoch hooks: a callback with a batch-*end*
+    hook makes Keras convert every step's logs to Python numbers before the next
+    step is dispatched (under JAX, the host then waits for the device each step),
+    and counting steps does not need the logs. The epoch's end is a
+    synchronisation point anyway (Keras reads the epoch's metrics), so the time
+    taken there covers every step that was timed.
+    """
 
     def __init__(self, batch_size: int):
         super().__init__()
@@ -104,27 +112,30 @@ class Throughput(keras.callbacks.Callback):
         self.images = 0
         self.seconds = 0.0
         self._epoch_start = None
-        self._steps = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._epoch_start is None and batch == 1:  # skip step 0: tracing and compilation
-            self._epoch_start = time.perf_counter()
-            self._steps = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._epoch_start is not None:
-            self._steps += 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._epoch_start is not None and self._steps:
-            self.seconds += time.perf_counter() - self._epoch_start
-            self.images += self._steps * self.batch_size
-        self._epoch_start = None
-        if logs is not None and self.seconds:
-            logs["images_per_second"] = self.images / self.seconds
+        self._first_batch = None
+        self._last_batch = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = None
+        self._last_batch = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # skip the epoch's first step: tracing and compilation (first epoch), iterator start
+        if self._epoch_start is None and self._last_batch is not None:
+            self._epoch_start = time.perf_counter()
+            self._first_batch = batch
+        self._last_batch = batch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._epoch_start is not None:
+            # the steps begun at _first_batch .. _last_batch, each call running steps_per_execution
+            per_call = max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
+            steps = self._last_batch + per_call - self._first_batch
+            self.seconds += time.perf_counter() - self._epoch_start
+            self.images += steps * self.batch_size
+        self._epoch_start = None
+        if logs is not None and self.seconds:
+            logs["images_per_second"] = self.images / self.seconds
 
     def images_per_second(self) -> float | None:
         return round(self.images / self.seconds, 1) if self.seconds else None

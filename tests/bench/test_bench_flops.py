@@ -21,3 +21,4 @@ def test_einsum_counts_every_index_once():
     from trainer.bench.flops import _einsum_macs
 
     assert _einsum_macs("btd,de->bte", [[2, 5, 4], [4, 3]]) == 2 * 5 * 4 * 3
+

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-QUICK = ["debug=smoke", "bench.warmup_steps=1", "bench.windows=2", "bench.steps_per_window=2",
+QUICK = ["debug=smoke", "bench.warmup_steps=1", "bench.windows=2", "bench.steps_per_window=2", "bench.pipeline_batches=2",
          "logger=none", "callbacks.checkpoint.keep=1"]
 
 

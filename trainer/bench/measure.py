@@ -122,13 +122,14 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
     pipeline_runner = None
     if bench.pipeline and source is not None:
         cached = bool(getattr(source, "fits_in_memory", False))
-        needed = warmup_steps + (steps_per_epoch if cached else 0) + windows * steps_per_window
+        per_window = max(int(bench.pipeline_batches), 1)
+        needed = warmup_steps + (steps_per_epoch if cached else 0) + windows * 2 * per_window
         pipeline_runner = _PipelineRunner(pipeline(math.ceil(needed / steps_per_epoch) + 1),
                                           first_epoch_steps=steps_per_epoch if cached else 0,
-                                          batch_size=batch_size)
+                                          batch_size=batch_size, batches_per_window=per_window)
         runners.append(pipeline_runner)
-        results["pipeline"] = Windows(images_per_window=batch_size * steps_per_window,
-                                      steps_per_window=steps_per_window)
+        results["pipeline"] = Windows(images_per_window=batch_size * per_window,
+                                      steps_per_window=per_window)
 
     traces = {}
     interleaver = Interleaver(warmup_steps, steps_per_window, windows, runners, record,
@@ -195,6 +196,7 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
         "job": job,
         "bench": {"warmup_steps": warmup_steps, "windows": windows,
                   "steps_per_window": steps_per_window, "distinct_batches": distinct,
+                  "pipeline_batches": int(bench.pipeline_batches),
                   "callbacks": str(bench.callbacks), "verbose": int(bench.verbose)},
         "framework": summaries["framework"],
         "minimal": summaries.get("minimal"),
@@ -330,7 +332,9 @@ def in_memory_data(batches):
         import tensorflow as tf
 
         stacked = keras.tree.map_structure(lambda *parts: np.stack(parts), *batches)
-        return tf.data.Dataset.from_tensor_slices(stacked).repeat().prefetch(tf.data.AUTOTUNE)
+        # no trailing prefetch: nothing to overlap for slices already in memory, and deleting
+        # an endless prefetching iterator at the end of fit() took 14-24 s on the shared CPU host
+        return tf.data.Dataset.from_tensor_slices(stacked).repeat()
 
     def cycle():  # a generator: what Keras's JAX trainer reads array sources from
         while True:
@@ -375,29 +379,37 @@ class _MinimalRunner(Runner):
 
 
 class _PipelineRunner(Runner):
-    """Pulls batches from the job's pipeline; the first epoch (decode, cache fill) is warm-up."""
+    """Pulls batches from the job's pipeline; the first epoch (decode, cache fill) is warm-up.
+
+    tf.data works ahead into its buffers (prefetch, parallel map) while nobody
+    reads, so a window first drains ``batches`` batches untimed, then times
+    ``batches`` more: the timed ones had to be produced, not just handed over.
+    """
 
     name = "pipeline"
 
-    def __init__(self, batches, first_epoch_steps: int, batch_size: int):
+    def __init__(self, batches, first_epoch_steps: int, batch_size: int, batches_per_window: int):
         self.iterator = _iterate(batches)
         self.first_epoch_steps = first_epoch_steps
         self.batch_size = batch_size
+        self.batches_per_window = batches_per_window
         self.first_epoch_rate = None
 
-    def _pull(self, steps) -> float:
+    def _pull(self, count) -> float:
         start = time.perf_counter()
-        for _ in range(int(steps)):
+        for _ in range(int(count)):
             next(self.iterator)
         return time.perf_counter() - start
 
     def warmup(self, steps):
-        seconds = self._pull(max(steps, self.first_epoch_steps))
+        count = max(steps, self.first_epoch_steps)
+        seconds = self._pull(count)
         if self.first_epoch_steps:
-            self.first_epoch_rate = round(max(steps, self.first_epoch_steps) * self.batch_size / seconds, 2)
+            self.first_epoch_rate = round(count * self.batch_size / seconds, 2)
 
     def window(self, steps):
-        seconds = self._pull(steps)
+        self._pull(self.batches_per_window)  # drain what was buffered in the background
+        seconds = self._pull(self.batches_per_window)
         # tf.data refills its buffers in the background after the window; let it finish
         # so that work is not charged to the next window of another measurement
         time.sleep(SETTLE_SECONDS)
