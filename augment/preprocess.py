@@ -1,7 +1,7 @@
 """Preprocessing: pixel normalisation layer (registered), decoding/resizing and 5-point
 face alignment helpers (plain functions used by the data pipelines).
 
-The ``standard`` layer sits first in the embedding model, so a saved model takes
+The ``standard`` model sits first in the embedding model, so a saved model takes
 raw RGB pixels in 0..255 and carries its own normalisation. Decoding and
 alignment run in the input pipeline (TensorFlow / NumPy), before batching.
 """
@@ -26,38 +26,44 @@ ARCFACE_TEMPLATE = np.array([
 
 
 @PREPROCESSORS.register("standard")
-@keras.saving.register_keras_serializable(package="facetrain")
-class StandardPreprocess(keras.layers.Layer):
+def standard_preprocess(mean: float | Sequence[float] = 127.5,
+                        std: float | Sequence[float] = 127.5,
+                        channel_order: str = "rgb") -> keras.Model:
     """RGB pixels 0..255 -> (x[channel_order] - mean) / std; default (x - 127.5) / 127.5.
 
     ``channel_order="bgr"`` reverses the channels first (weights converted from
     Caffe / OpenCV pipelines expect BGR). ``mean`` and ``std`` are one number or
-    one per channel, given in the output channel order.
+    one per channel, given in the output channel order. Returns a functional
+    model of built-in layers (any image size, 3 channels, float32 out), so a
+    saved embedding model loads without this framework.
     """
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"preprocess channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    means, stds = _per_channel(mean, "mean"), _per_channel(std, "std")
+    images = keras.Input((None, None, 3), name="pixels")
+    x = reverse_channels(images) if channel_order == "bgr" else images
+    # (x - mean) / sqrt(variance): exact for the default 127.5 (127.5² is a float32).
+    x = keras.layers.Normalization(axis=-1, mean=means, variance=[s * s for s in stds],
+                                   dtype="float32", name="normalize")(x)
+    return keras.Model(images, x, name="standard_preprocess")
 
-    def __init__(self, mean: float | Sequence[float] = 127.5, std: float | Sequence[float] = 127.5,
-                 channel_order: str = "rgb", **kwargs):
-        super().__init__(**kwargs)
-        if channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"preprocess channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        self.mean = list(mean) if isinstance(mean, Sequence) else float(mean)
-        self.std = list(std) if isinstance(std, Sequence) else float(std)
-        self.channel_order = channel_order
 
-    def call(self, images):
-        x = keras.ops.cast(images, "float32")
-        if self.channel_order == "bgr":
-            x = keras.ops.flip(x, axis=-1)
-        mean = keras.ops.convert_to_tensor(self.mean, "float32")
-        std = keras.ops.convert_to_tensor(self.std, "float32")
-        return keras.ops.cast((x - mean) / std, self.compute_dtype)
+def _per_channel(value, name: str) -> list[float]:
+    values = [float(v) for v in value] if isinstance(value, Sequence) else [float(value)] * 3
+    if len(values) != 3:
+        raise ValueError(f"preprocess {name} must be one number or 3 (one per channel), got {value!r}")
+    return values
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std,
-                "channel_order": self.channel_order}
+def reverse_channels(images):
+    """RGB <-> BGR, exactly (no arithmetic), with built-in layers.
+
+    ``Cropping2D`` in ``channels_first`` mode crops the last two axes of
+    (B, H, W, C), which here selects one channel of the last axis.
+    """
+    channels = [keras.layers.Cropping2D(((0, 0), (c, 2 - c)), data_format="channels_first",
+                                        name=f"channel_{c}")(images) for c in (2, 1, 0)]
+    return keras.layers.Concatenate(axis=-1, name="bgr")(channels)
 
 
 # -- decoding (tf.data) -------------------------------------------------------------

@@ -15,6 +15,7 @@ import keras
 
 from models.backbones._common import (
     apply, batch_norm, check_input_shape, padded_conv, prelu, remat_scope)
+from models.submodel import submodel
 from trainer.registry import BACKBONES
 
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -27,71 +28,27 @@ DEPTHS = {
 }
 
 
-@keras.saving.register_keras_serializable(package="facetrain")
-class IResNetBlock(keras.layers.Layer):
-    """insightface ``IBasicBlock``: the stride sits on the second 3x3 conv.
+def iresnet_block(input_shape, filters: int, stride: int = 1, downsample: bool = False,
+                  dtype="float32", name: str = "block") -> keras.Model:
+    """insightface ``IBasicBlock`` as a functional model; the stride sits on the second 3x3 conv.
 
     ``downsample`` adds the projection shortcut (1x1 conv, stride, + BN) used
     whenever the width or resolution changes; otherwise the shortcut is the input.
     """
 
-    def __init__(self, filters: int, stride: int = 1, downsample: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = filters
-        self.stride = stride
-        self.downsample = downsample
-        self.bn1 = batch_norm("bn1")
-        self.conv1 = padded_conv(filters, 3, 1, name="conv1")
-        self.bn2 = batch_norm("bn2")
-        self.prelu = prelu("prelu")
-        self.conv2 = padded_conv(filters, 3, stride, name="conv2")
-        self.bn3 = batch_norm("bn3")
-        if downsample:
-            self.shortcut_conv = keras.layers.Conv2D(
-                filters, 1, strides=stride, use_bias=False, name="downsample_conv")
-            self.shortcut_bn = batch_norm("downsample_bn")
-
-    def build(self, input_shape):
-        # Explicit, so that a model loaded from .keras creates the weights before loading them.
-        shape = tuple(input_shape)
-        self.bn1.build(shape)
-        shape = _build_all(self.conv1, shape)
-        self.bn2.build(shape)
-        self.prelu.build(shape)
-        shape = _build_all(self.conv2, shape)
-        self.bn3.build(shape)
-        if self.downsample:
-            self.shortcut_conv.build(tuple(input_shape))
-            self.shortcut_bn.build(shape)
-        self.built = True
-
-    def call(self, inputs, training=None):
-        x = self.bn1(inputs, training=training)
-        x = apply(self.conv1, x)
-        x = self.bn2(x, training=training)
-        x = self.prelu(x)
-        x = apply(self.conv2, x)
-        x = self.bn3(x, training=training)
+    def graph(inputs):
+        x = batch_norm("bn1")(inputs)
+        x = apply(padded_conv(filters, 3, 1, name="conv1"), x)
+        x = prelu("prelu")(batch_norm("bn2")(x))
+        x = batch_norm("bn3")(apply(padded_conv(filters, 3, stride, name="conv2"), x))
         shortcut = inputs
-        if self.downsample:
-            shortcut = self.shortcut_bn(self.shortcut_conv(inputs), training=training)
-        return x + shortcut  # no activation after the add (insightface)
+        if downsample:
+            shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
+                                           name="downsample_conv")(inputs)
+            shortcut = batch_norm("downsample_bn")(shortcut)
+        return keras.layers.Add(name="add")([x, shortcut])  # no activation after the add
 
-    def compute_output_shape(self, input_shape):
-        batch, height, width, _ = input_shape
-        shrink = (lambda d: None if d is None else (d - 1) // self.stride + 1)
-        return (batch, shrink(height), shrink(width), self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "stride": self.stride,
-                "downsample": self.downsample}
-
-
-def _build_all(layers, shape):
-    for layer in layers:
-        layer.build(shape)
-        shape = layer.compute_output_shape(shape)
-    return shape
+    return submodel(graph, input_shape, dtype, name)
 
 
 def build_iresnet(input_shape=(112, 112, 3), layers=(3, 4, 14, 3), widths=STAGE_WIDTHS,
@@ -108,8 +65,9 @@ def build_iresnet(input_shape=(112, 112, 3), layers=(3, 4, 14, 3), widths=STAGE_
         for stage, (blocks, width) in enumerate(zip(layers, widths)):
             for block in range(blocks):
                 stride = 2 if block == 0 else 1
-                x = IResNetBlock(width, stride, downsample=stride != 1 or channels != width,
-                                 name=f"stage{stage + 1}_block{block + 1}")(x)
+                x = iresnet_block(x.shape[1:], width, stride,
+                                  downsample=stride != 1 or channels != width, dtype=x.dtype,
+                                  name=f"stage{stage + 1}_block{block + 1}")(x)
                 channels = width
     return keras.Model(inputs, x, name=name)
 

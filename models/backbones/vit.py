@@ -11,69 +11,51 @@ from __future__ import annotations
 import keras
 
 from models.backbones._common import check_input_shape, remat_scope
+from models.submodel import submodel
 from trainer.registry import BACKBONES
 
 
-@keras.saving.register_keras_serializable(package="facetrain")
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned (T, D) position embedding to tokens (B, T, D)."""
+def add_position_embedding(tokens, name: str = "pos_embed"):
+    """tokens (B, T, D) + a learned (T, D) position embedding, from built-in layers only.
 
-    def build(self, input_shape):
-        self.embedding = self.add_weight(
-            shape=tuple(input_shape[1:]), name="embedding",
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+    ``EinsumDense("btd,td->btd")`` on a tensor of ones is exactly the (T, D)
+    weight broadcast over the batch (ones times the weight, no sum), so the
+    saved graph needs no custom layer and the weight count is T·D as before.
+    """
+    steps, dim = tokens.shape[1:]
+    ones = keras.layers.Rescaling(0.0, offset=1.0, name=f"{name}_ones")(tokens)
+    embedding = keras.layers.EinsumDense(
+        "btd,td->btd", output_shape=(steps, dim), name=name,
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))(ones)
+    return keras.layers.Add(name=f"{name}_add")([tokens, embedding])
 
-    def call(self, tokens):
-        return tokens + keras.ops.cast(self.embedding, tokens.dtype)
+
+def stochastic_depth(x, rate: float, name: str):
+    """Stochastic depth (Huang et al., 2016): drop the whole residual branch per sample.
+
+    A ``Dropout`` whose noise has one value per sample (``noise_shape`` (B, 1, 1));
+    it scales kept samples by 1 / (1 - rate), like the reference.
+    """
+    if rate <= 0.0:
+        return x
+    return keras.layers.Dropout(rate, noise_shape=(None, 1, 1), name=name)(x)
 
 
-@keras.saving.register_keras_serializable(package="facetrain")
-class TransformerBlock(keras.layers.Layer):
-    """Pre-norm block: x + DropPath(MHA(LN(x))); x + DropPath(MLP_relu6(LN(x)))."""
+def transformer_block(input_shape, heads: int, mlp_ratio: float = 4.0, drop_rate: float = 0.0,
+                      dtype="float32", name: str = "block") -> keras.Model:
+    """Pre-norm block: x + DropPath(MHA(LN(x))); x + DropPath(MLP_relu6(LN(x))), as a functional model."""
+    dim = int(input_shape[-1])
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.dim, self.heads, self.mlp_ratio, self.drop_path = dim, heads, mlp_ratio, drop_path
-        self.seed = seed
-        self.norm1 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm1")
-        self.attention = keras.layers.MultiHeadAttention(heads, dim // heads, name="attn")
-        self.norm2 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")
-        self.fc1 = keras.layers.Dense(int(dim * mlp_ratio), activation="relu6", name="fc1")
-        self.fc2 = keras.layers.Dense(dim, name="fc2")
-        self.seed_generator = keras.random.SeedGenerator(seed)
+    def graph(x):
+        y = keras.layers.LayerNormalization(epsilon=1e-5, name="norm1")(x)
+        y = keras.layers.MultiHeadAttention(heads, dim // heads, name="attn")(y, y)
+        x = keras.layers.Add(name="add1")([x, stochastic_depth(y, drop_rate, "drop_path1")])
+        y = keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")(x)
+        y = keras.layers.Dense(int(dim * mlp_ratio), activation="relu6", name="fc1")(y)
+        y = keras.layers.Dense(dim, name="fc2")(y)
+        return keras.layers.Add(name="add2")([x, stochastic_depth(y, drop_rate, "drop_path2")])
 
-    def _drop_path(self, x, training):
-        """Stochastic depth: drop the whole residual branch per sample (Huang et al., 2016)."""
-        if not training or self.drop_path <= 0.0:
-            return x
-        keep = 1.0 - self.drop_path
-        draw = keras.random.uniform((keras.ops.shape(x)[0], 1, 1), seed=self.seed_generator)
-        mask = keras.ops.cast(draw < keep, x.dtype)
-        return x * mask / keep
-
-    def build(self, input_shape):
-        # Explicit, so that a model loaded from .keras creates the weights before loading them.
-        shape = tuple(input_shape)
-        self.norm1.build(shape)
-        self.attention.build(shape, shape)
-        self.norm2.build(shape)
-        self.fc1.build(shape)
-        self.fc2.build(shape[:-1] + (int(self.dim * self.mlp_ratio),))
-        self.built = True
-
-    def call(self, x, training=None):
-        y = self.norm1(x)
-        x = x + self._drop_path(self.attention(y, y, training=training), training)
-        y = self.fc2(self.fc1(self.norm2(x)))
-        return x + self._drop_path(y, training)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
-                "mlp_ratio": self.mlp_ratio, "drop_path": self.drop_path, "seed": self.seed}
+    return submodel(graph, input_shape, dtype, name)
 
 
 def build_vit(input_shape=(112, 112, 3), patch_size: int = 9, dim: int = 256, depth: int = 12,
@@ -87,10 +69,10 @@ def build_vit(input_shape=(112, 112, 3), patch_size: int = 9, dim: int = 256, de
     with remat_scope(remat, block_names):
         x = keras.layers.Conv2D(dim, patch_size, strides=patch_size, name="patch_embed")(inputs)
         x = keras.layers.Reshape((grid[0] * grid[1], dim), name="tokens")(x)
-        x = PositionEmbedding(name="pos_embed")(x)
+        x = add_position_embedding(x, "pos_embed")
         for i in range(depth):
             rate = drop_path * i / max(depth - 1, 1)
-            x = TransformerBlock(dim, heads, mlp_ratio, rate, name=block_names[i])(x)
+            x = transformer_block(x.shape[1:], heads, mlp_ratio, rate, x.dtype, block_names[i])(x)
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")(x)
     return keras.Model(inputs, x, name=name)
 

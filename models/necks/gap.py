@@ -8,26 +8,29 @@ from __future__ import annotations
 
 import keras
 
-from models.necks._common import Neck, batch_norm
+from models.necks._common import batch_norm
+from models.submodel import LazySubmodel
 from trainer.registry import NECKS
 
 
+def global_average(x):
+    """Mean over every axis but batch and channels, with built-in pooling layers."""
+    if len(x.shape) == 4:
+        return keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if len(x.shape) > 3:  # any other rank: positions on one axis first
+        x = keras.layers.Reshape((-1, x.shape[-1]), name="positions")(x)
+    if len(x.shape) == 3:
+        return keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    return x  # (B, C): nothing to pool
+
+
 @NECKS.register("gap")
-@keras.saving.register_keras_serializable(package="facetrain")
-class GAPNeck(Neck):
+def gap_neck(embedding_dim: int = 512, dropout: float = 0.0):
     """Mean over every axis but batch and channels -> dropout -> dense -> BN."""
 
-    def __init__(self, embedding_dim: int = 512, dropout: float = 0.0, **kwargs):
-        super().__init__(embedding_dim=embedding_dim, **kwargs)
-        self.dropout_rate = dropout
-        self.dropout = keras.layers.Dropout(dropout, name="dropout")
-        self.dense = keras.layers.Dense(embedding_dim, dtype="float32", name="fc")
-        self.features = batch_norm("features", dtype="float32")
+    def graph(x):
+        x = keras.layers.Dropout(dropout, name="dropout")(global_average(x))
+        x = keras.layers.Dense(embedding_dim, dtype="float32", name="fc")(x)
+        return batch_norm("features", dtype="float32")(x)
 
-    def call(self, inputs, training=None):
-        x = keras.ops.mean(inputs, axis=tuple(range(1, len(inputs.shape) - 1)))
-        x = self.dropout(x, training=training)
-        return self.features(self.dense(x), training=training)
-
-    def get_config(self):
-        return {**super().get_config(), "dropout": self.dropout_rate}
+    return LazySubmodel(graph, "gap_neck")

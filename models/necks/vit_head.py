@@ -10,38 +10,20 @@ from __future__ import annotations
 
 import keras
 
-from models.necks._common import Neck, batch_norm
+from models.necks._common import batch_norm
+from models.submodel import LazySubmodel
 from trainer.registry import NECKS
 
 
 @NECKS.register("vit_head")
-@keras.saving.register_keras_serializable(package="facetrain")
-class ViTHeadNeck(Neck):
+def vit_head_neck(embedding_dim: int = 512, hidden_dim: int | None = None):
     """Flatten -> dense(hidden_dim or D) -> BN -> dense(embedding_dim) -> BN."""
 
-    def __init__(self, embedding_dim: int = 512, hidden_dim: int | None = None, **kwargs):
-        super().__init__(embedding_dim=embedding_dim, **kwargs)
-        self.hidden_dim = hidden_dim
-        self.flatten = keras.layers.Flatten(name="flatten")
-        self.hidden_bn = batch_norm("hidden_bn")
-        self.dense = keras.layers.Dense(embedding_dim, use_bias=False, dtype="float32", name="fc")
-        self.features = batch_norm("features", dtype="float32")
+    def graph(x):
+        width = hidden_dim or int(x.shape[-1])
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = batch_norm("hidden_bn")(keras.layers.Dense(width, use_bias=False, name="hidden")(x))
+        x = keras.layers.Dense(embedding_dim, use_bias=False, dtype="float32", name="fc")(x)
+        return batch_norm("features", dtype="float32")(x)
 
-    def build(self, input_shape):
-        width = self.hidden_dim or int(input_shape[-1])
-        flat = 1
-        for d in input_shape[1:]:
-            flat *= int(d)
-        self.hidden = keras.layers.Dense(width, use_bias=False, name="hidden")
-        self.hidden.build((input_shape[0], flat))
-        self.hidden_bn.build((input_shape[0], width))
-        self.dense.build((input_shape[0], width))
-        self.features.build((input_shape[0], self.embedding_dim))
-        self.built = True
-
-    def call(self, inputs, training=None):
-        x = self.hidden_bn(self.hidden(self.flatten(inputs)), training=training)
-        return self.features(self.dense(x), training=training)
-
-    def get_config(self):
-        return {**super().get_config(), "hidden_dim": self.hidden_dim}
+    return LazySubmodel(graph, "vit_head_neck")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from augment.preprocess import (
-    ARCFACE_TEMPLATE, StandardPreprocess, align_face, alignment_matrix, decode_and_resize, umeyama)
+    ARCFACE_TEMPLATE, align_face, alignment_matrix, decode_and_resize, umeyama)
 from trainer.registry import PREPROCESSORS
 
 PIXELS = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
@@ -21,11 +21,14 @@ def test_standard_normalises_and_round_trips():
 
 
 def test_bgr_and_per_channel_statistics():
-    layer = StandardPreprocess(mean=[1.0, 2.0, 3.0], std=[2.0, 4.0, 8.0], channel_order="bgr")
+    node = {"name": "standard", "mean": [1.0, 2.0, 3.0], "std": [2.0, 4.0, 8.0], "channel_order": "bgr"}
+    layer = PREPROCESSORS.build(node)
     want = (PIXELS[..., ::-1] - np.array([1.0, 2.0, 3.0])) / np.array([2.0, 4.0, 8.0])
     np.testing.assert_allclose(np.asarray(layer(PIXELS)), want, rtol=1e-5)
+    # Built-in layers only, so saved models need no custom objects.
+    assert all(type(part).__module__.startswith("keras.") for part in layer.layers)
     with pytest.raises(ValueError, match="channel_order"):
-        StandardPreprocess(channel_order="rbg")
+        PREPROCESSORS.build({"name": "standard", "channel_order": "rbg"})
 
 
 def test_decode_and_resize_png():

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.backbones.iresnet import IResNetBlock
+from models.backbones.iresnet import iresnet_block
 from trainer.registry import BACKBONES, NECKS
 
 # insightface reference (face.md): weights incl. the fixed gamma, and BN moving statistics.
@@ -61,13 +61,13 @@ def test_stride2_block_equals_hand_computed_symmetric_padding():
     """The stride-2 conv pads 1 on every side (PyTorch), not Keras 'same' (0 before, 1 after)."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 6, 6, 2)).astype("float32")
-    block = IResNetBlock(3, stride=2, downsample=True)
+    block = iresnet_block(x.shape[1:], 3, stride=2, downsample=True)
     block(x)
-    conv2 = block.conv2[-1]
+    conv2 = block.get_layer("conv2")
     kernel = rng.normal(size=conv2.kernel.shape).astype("float32")
     conv2.kernel.assign(kernel)
     inner = rng.normal(size=(1, 6, 6, 3)).astype("float32")
-    got = keras.ops.convert_to_numpy(conv2(block.conv2[0](inner)))
+    got = keras.ops.convert_to_numpy(conv2(block.get_layer("conv2_pad")(inner)))
     padded = np.pad(inner, ((0, 0), (1, 1), (1, 1), (0, 0)))
     want = np.zeros((1, 3, 3, 3), np.float32)
     for i in range(3):
@@ -82,11 +82,10 @@ def test_stride2_block_equals_hand_computed_symmetric_padding():
 
 
 def test_block_output_is_residual_without_activation():
-    block = IResNetBlock(4, stride=1, downsample=False)
     x = np.random.default_rng(2).normal(size=(2, 5, 5, 4)).astype("float32")
-    block(x)
-    block.bn3.gamma.assign(np.zeros(4, np.float32))  # kill the residual branch
-    block.bn3.beta.assign(np.zeros(4, np.float32))
+    block = iresnet_block(x.shape[1:], 4, stride=1, downsample=False)
+    block.get_layer("bn3").gamma.assign(np.zeros(4, np.float32))  # kill the residual branch
+    block.get_layer("bn3").beta.assign(np.zeros(4, np.float32))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x, training=False)), x, atol=1e-6)
 
 
