@@ -1,5 +1,5 @@
 """What every training loop shares: the embedding model, regulariser losses, the global
-batch under ``tf.distribute``, frozen reference models loaded from an export.
+batch under ``tf.distribute`` (frozen reference models load with ``trainer.export``).
 
 A loop is a ``keras.Model`` whose ``fit`` is Keras's own. Subclasses override
 ``compute_loss`` (portable: Keras's per-backend ``train_step`` does the gradient
@@ -17,11 +17,10 @@ one global program, so the batch is already global and nothing is gathered.
 
 from __future__ import annotations
 
-import os
-
 import keras
 from keras import ops
 
+from trainer.export import load_embedding_model as load_frozen_embedding_model  # noqa: F401 (loops' name)
 from trainer.registry import ConfigError
 
 
@@ -116,75 +115,6 @@ def _gather(context, tensor, tf):
     gathered = context.all_gather(tensor, axis=0)
     rows = None if tensor.shape[0] is None else tensor.shape[0] * context.num_replicas_in_sync
     return tf.ensure_shape(gathered, [rows, *tensor.shape[1:]])
-
-
-def load_frozen_embedding_model(path, role: str, image_size: int | None = None) -> keras.Model:
-    """A frozen exported embedding model (``runs/<name>/export/embedding.keras``).
-
-    ``role`` names the config key in errors (``loop.old_model``, ``loop.teacher``).
-    """
-    if not path:
-        raise ConfigError(f"{role} is not set: point it at an exported embedding model, e.g. "
-                          f"{role}=runs/<name>/export/embedding.keras (python -m trainer writes one)")
-    path = os.path.expanduser(str(path))
-    if not os.path.exists(path):
-        raise ConfigError(f"{role}={path} does not exist: train one first (python -m trainer) and "
-                          f"use its runs/<name>/export/embedding.keras")
-    _import_serializable_components()
-    try:
-        model = keras.saving.load_model(path, compile=False, custom_objects=LEGACY_OBJECTS)
-    except Exception as error:
-        try:
-            model = _rebuild_then_load_weights(path)
-        except Exception:  # a corrupt or foreign file: one line, not a traceback
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"{role}={path} could not be loaded as a Keras model: {first}") from error
-    model.trainable = False
-    if image_size is not None:
-        expected = tuple(model.input_shape[1:3])
-        if expected != (int(image_size), int(image_size)):
-            raise ConfigError(f"{role} takes {expected[0]}x{expected[1]} images but the data are "
-                              f"{image_size}x{image_size}; set data.image_size={expected[0]}")
-    return model
-
-
-def _rebuild_then_load_weights(path: str) -> keras.Model:
-    """Second way in for ``.keras`` files whose layers build lazily (weights created on first call).
-
-    ``load_model`` loads weights into layers it builds from shapes alone, which
-    fails for a layer without ``build()``; running the rebuilt model once on
-    zeros creates every weight, then the archive's weights load by structure.
-    """
-    import json
-    import zipfile
-
-    import numpy as np
-
-    with zipfile.ZipFile(path) as archive:
-        config = json.loads(archive.read("config.json"))
-    model = keras.saving.deserialize_keras_object(config, custom_objects=LEGACY_OBJECTS)
-    model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)
-    model.load_weights(path)
-    return model
-
-
-class _LegacyL2Normalize(keras.layers.Layer):
-    """Last layer of exports written before the export switched to ``UnitNormalization``."""
-
-    def call(self, inputs):
-        inputs = ops.cast(inputs, "float32")
-        return inputs / ops.maximum(ops.norm(inputs, axis=-1, keepdims=True), 1e-12)
-
-
-LEGACY_OBJECTS = {"L2Normalize": _LegacyL2Normalize, "facetrain>L2Normalize": _LegacyL2Normalize}
-
-
-def _import_serializable_components() -> None:
-    """Register every facetrain Keras class so an exported model loads without custom objects."""
-    from trainer.registry import BACKBONES, NECKS, PREPROCESSORS
-
-    for registry in (BACKBONES, NECKS, PREPROCESSORS):
-        registry.names()
 
 
 def output_dim(model: keras.Model) -> int:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import keras
 
+from trainer.export import exportable  # noqa: F401  (its home is trainer.export; old import path)
 from trainer.registry import (BACKBONES, HEADS, LOOPS, LOSSES, NECKS, OPTIMIZERS,
                               PREPROCESSORS, SCHEDULES, to_plain)
 
 
 def build_embedding_model(cfg, image_size: int) -> keras.Model:
-    """Pixels (0..255, RGB) → preprocess → backbone → neck → embedding (not normalised)."""
+    """Pixels (0..255, RGB) → preprocess → backbone → neck → embedding (not normalised).
+
+    The built-in parts are functional models of Keras's own layers, so the
+    model (and its export) saves and loads without custom objects.
+    """
     input_shape = (image_size, image_size, 3)
     images = keras.Input(input_shape, name="image")
     x = PREPROCESSORS.build(cfg.preprocess)(images)
@@ -41,11 +46,3 @@ def build_optimizer(cfg, steps_per_epoch: int, total_steps: int):
                                steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     return OPTIMIZERS.build(cfg.optimizer, learning_rate=schedule)
 
-
-def exportable(embedding_model: keras.Model) -> keras.Model:
-    """Image in, L2-normalised float32 embedding out."""
-    images = keras.Input(embedding_model.input_shape[1:], name="image")
-    embedding = keras.layers.Activation("linear", dtype="float32", name="to_float32")(embedding_model(images))
-    # A built-in layer, so the export needs no custom objects to load.
-    embedding = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(embedding)
-    return keras.Model(images, embedding, name="face_embedding")

@@ -28,9 +28,9 @@ DEFAULTS = {"model_path": None, "bin_files": [], "folder": None, "pairs": 3000, 
 
 def load_model(path: str):
     """An exported embedding model; any failure is one line (a ``ConfigError``)."""
-    from loops.base import load_frozen_embedding_model  # the one loader of exported models
+    from trainer.export import load_embedding_model  # the one loader of exported models
 
-    return load_frozen_embedding_model(path, "model_path")
+    return load_embedding_model(path, "model_path")
 
 
 def evaluate(options: dict, data_overrides=()) -> dict:

@@ -281,3 +281,21 @@ def registry(kind: str) -> Registry:
 def build(kind: str, config: Mapping[str, Any] | str, /, **runtime: Any) -> Any:
     """Build any registered component: ``build("loss", {"name": "cosface", "margin": 0.35})``."""
     return registry(kind).build(config, **runtime)
+
+
+def import_all_components() -> None:
+    """Import every built-in component module and plugin of every registry.
+
+    Importing a module registers its Keras classes as serializable, which is
+    what loading a saved model that contains framework- or plugin-specific
+    layers needs. A plugin that fails to import is skipped with a warning (a
+    model that needs it then fails to load with Keras's own message).
+    """
+    import warnings
+
+    for kind in REGISTRIES.values():
+        for name in kind.names():
+            try:
+                kind.get(name)
+            except ConfigError as error:
+                warnings.warn(str(error), stacklevel=2)

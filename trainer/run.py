@@ -71,7 +71,8 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
-    from trainer.builders import build_loop, build_optimizer, exportable
+    from trainer.builders import build_loop, build_optimizer
+    from trainer.export import export_embedding_model, exportable
     from trainer.callbacks.checkpoint import build_before_restore, resume_segments
     from trainer.runtime import setup_runtime
 
@@ -180,16 +181,6 @@ def quiet_library_logs() -> None:
         absl.logging.set_verbosity(absl.logging.WARNING)
     except ImportError:  # JAX-only hosts
         pass
-
-
-def export_embedding_model(model: keras.Model, run_dir: str) -> str:
-    from trainer.atomic import save_with
-
-    from trainer import io
-
-    path = io.join(run_dir, "export", "embedding.keras")
-    save_with(path, model.save)
-    return path
 
 
 def _augmentation(cfg: DictConfig):
