@@ -72,8 +72,8 @@ def train(cfg: DictConfig) -> dict:
 
 def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
     from trainer.builders import build_loop, build_optimizer
-    from trainer.export import export_embedding_model, exportable
     from trainer.callbacks.checkpoint import build_before_restore, resume_segments
+    from trainer.export import export_embedding_model, exportable
     from trainer.runtime import setup_runtime
 
     seed = int(cfg.trainer.seed)
