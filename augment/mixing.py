@@ -101,15 +101,38 @@ def is_mixed(labels) -> bool:
     return isinstance(labels, dict) and "mix_weight" in labels
 
 
-def mix_loss(loss_fn, labels, y_pred):
+def mix_loss(loss_fn, labels, y_pred, state_layer=None):
     """Per-sample loss for plain integer labels or a mixed-label dict (see module doc).
 
     ``loss_fn(y_true, y_pred)`` must return per-sample values (B,), e.g. a
-    Keras loss's ``call``.
+    Keras loss's ``call``. A stateful loss (AdaFace's norm statistics,
+    CurricularFace's t, AdaCos's scale, a loss's RNG) updates its state on every
+    call; calling it twice would update it twice per step, the second time from
+    the partner's labels. So both calls start from the state as it was before the
+    step, and the step keeps the update of the first call (the sample's own
+    labels): one update per step, as for an unmixed batch. The state is
+    ``state_layer``, or the ``state_layer`` of ``loss_fn`` (a loss or its bound ``call``).
     """
     if not is_mixed(labels):
         return loss_fn(labels, y_pred)
+    if state_layer is None:
+        owner = getattr(loss_fn, "__self__", loss_fn)
+        state_layer = getattr(owner, "state_layer", None)
+    state = list(state_layer.variables) if state_layer is not None else []
+    before = _snapshot(state)
     weight = keras.ops.cast(labels["mix_weight"], "float32")
     first = keras.ops.cast(loss_fn(labels["labels"], y_pred), "float32")
+    after_first = _snapshot(state)
+    _restore(state, before)
     second = keras.ops.cast(loss_fn(labels["mix_labels"], y_pred), "float32")
+    _restore(state, after_first)
     return weight * first + (1.0 - weight) * second
+
+
+def _snapshot(variables):
+    return [keras.ops.copy(keras.ops.convert_to_tensor(v)) for v in variables]
+
+
+def _restore(variables, values):
+    for variable, value in zip(variables, values):
+        variable.assign(value)

@@ -1,5 +1,8 @@
 """Supervised classification step: backbone → neck → embedding → head → loss.
 
+Labels are integer ids (B,), or, after MixUp / CutMix, the dict of
+``augment.mixing`` (two targets and a weight per sample).
+
 It overrides ``compute_loss`` only, so Keras's own ``train_step`` (per backend)
 does the gradient work: the loop runs unchanged under TensorFlow and JAX,
 distribution strategies, mixed precision and XLA.
@@ -8,7 +11,9 @@ distribution strategies, mixed precision and XLA.
 from __future__ import annotations
 
 import keras
+from keras.src.losses.loss import reduce_weighted_values  # what Loss.__call__ reduces with
 
+from augment.mixing import is_mixed, mix_loss
 from loops.base import FaceLoop
 from trainer.registry import LOOPS
 
@@ -35,5 +40,10 @@ class SupervisedLoop(FaceLoop):
         return self.head(self.embedding_model(images, training=training), training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = self.face_loss(y, y_pred, sample_weight=sample_weight)
+        if is_mixed(y):  # MixUp / CutMix: w·L(y_a) + (1 − w)·L(y_b) per sample (augment.mixing)
+            loss = reduce_weighted_values(
+                mix_loss(self.face_loss.call, y, y_pred, self.loss_state),
+                sample_weight=sample_weight, reduction=self.face_loss.reduction, dtype="float32")
+        else:
+            loss = self.face_loss(y, y_pred, sample_weight=sample_weight)
         return loss + self.regularization_loss()

@@ -82,6 +82,10 @@ def test_presets_compose_and_run_in_tf_data(path):
         return
     ds = tf.data.Dataset.from_tensors((DIFFERENT, np.arange(6))).map(pipeline)
     images, labels = next(iter(ds))
+    if isinstance(labels, dict):  # mixup / cutmix presets: the mixed-label dict (augment.mixing)
+        assert {k: v.shape for k, v in labels.items()} == {
+            "labels": (6,), "mix_labels": (6,), "mix_weight": (6,)}
+        labels = labels["labels"]
     views = node.get("num_views", 1)
     assert images.shape == (6 * views, 24, 24, 3) and labels.shape == (6 * views,)
 
