@@ -153,3 +153,16 @@ def test_second_load_reuses_the_cache(synthetic_faces, tiny_data_dir, monkeypatc
     # A different setting is a different config, so it would be generated.
     with pytest.raises(Exception, match="generated again"):
         synthetic_faces.load_synthetic_faces(tiny_data_dir, **{**TINY, "seed": 4})
+
+
+def test_source_train_honours_the_worker_shard(tiny_data_dir):
+    """``shard(n, i)`` splits ``train()`` across input workers: disjoint shards that cover the set."""
+    from trainer.data.sources.synthetic import SyntheticFacesSource
+
+    def images(source):
+        return sorted(image.tobytes() for image, _ in source.train().as_numpy_iterator())
+
+    every = images(SyntheticFacesSource(data_dir=tiny_data_dir, **TINY))
+    shards = [images(SyntheticFacesSource(data_dir=tiny_data_dir, **TINY).shard(2, i)) for i in (0, 1)]
+    assert len(every) == 18 and all(shards)
+    assert sorted(shards[0] + shards[1]) == every
