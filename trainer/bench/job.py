@@ -21,7 +21,7 @@ def measure_job(overrides: list[str], timeout: float = 3600) -> dict:
     with open(os.path.join(folder, "output.txt"), "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _, status, usage = _wait4(process, timeout)
+            _, status, usage, high_water = _wait4(process, timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -35,7 +35,10 @@ def measure_job(overrides: list[str], timeout: float = 3600) -> dict:
         pass
     return {"command": " ".join(["python -m trainer", *overrides]),
             "exit_code": os.waitstatus_to_exitcode(status),
-            "peak_host_gib": gib(usage.ru_maxrss * 1024),
+            # VmHWM of the job's own address space; ru_maxrss of a child on Linux also counts
+            # the parent's resident set at fork time, so it is only an upper bound
+            "peak_host_gib": gib(high_water) if high_water else gib(usage.ru_maxrss * 1024),
+            "peak_host_gib_rusage_upper_bound": gib(usage.ru_maxrss * 1024),
             "wall_seconds": round(wall, 1),
             "images_per_second": metrics.get("images_per_second"),
             "status": metrics.get("status"),
@@ -43,13 +46,27 @@ def measure_job(overrides: list[str], timeout: float = 3600) -> dict:
 
 
 def _wait4(process, timeout):
-    """``os.wait4`` for one child: its own resource usage, not that of every child so far."""
+    """``os.wait4`` for one child, polling its peak resident set (``VmHWM``) while it runs."""
     deadline = time.monotonic() + timeout
+    high_water = 0
     while True:
+        high_water = max(high_water, _vm_hwm(process.pid))
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
             process.returncode = os.waitstatus_to_exitcode(status)
-            return pid, status, usage
+            return pid, status, usage, high_water
         if time.monotonic() > deadline:
             raise subprocess.TimeoutExpired(process.args, timeout)
         time.sleep(0.2)
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident bytes of a running process's current address space (Linux), else 0."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
