@@ -83,6 +83,16 @@ class BCTLoop(SupervisedLoop):
         influence = self.influence_loss(y, y_pred["old"], sample_weight=sample_weight)
         return new + self.influence_weight * influence + self.regularization_loss()
 
+    def final_metrics(self, source) -> dict:
+        """Old-vs-new (cross-model) verification next to new-vs-new, for ``metrics.json`` final."""
+        from loops.cross_model import cross_model_verification
+        from trainer.data.pipeline import materialise
+
+        images, labels = materialise(source.heldout())
+        scores = cross_model_verification(self.old_model, self.embedding_model, images, labels,
+                                          self.evaluation_pairs)
+        return {"bct": {f"{key}_accuracy": value for key, value in scores.items()}}
+
     # -- before training: the old classifier ---------------------------------
     def prepare(self, source) -> None:
         """Fill the frozen old classifier with the old model's normalised class means."""

@@ -162,7 +162,6 @@ def loggers(cfg, run_dir: str) -> Loggers:
     mode = wandb_node.get("mode", "disabled")
     if mode != "disabled":
         import wandb
-        from wandb.integration.keras import WandbMetricsLogger
 
         # Offline by default: no network, no login prompt; `wandb sync` uploads later.
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -171,5 +170,23 @@ def loggers(cfg, run_dir: str) -> Loggers:
             tags=list(wandb_node.get("tags") or []), resume="allow",
             id=os.path.basename(os.path.abspath(run_dir)).replace("=", "-")[:60],
             config=OmegaConf.to_container(cfg, resolve=True))
-        result.callbacks.append(WandbMetricsLogger(log_freq="epoch"))
+        result.callbacks.append(wandb_callback())
     return result
+
+
+def wandb_callback() -> keras.callbacks.Callback:
+    """wandb's Keras integration under TensorFlow; under JAX an epoch logger of our own.
+
+    (The integration reads the learning rate with ``.numpy()``, which JAX arrays lack.)
+    """
+    if keras.backend.backend() == "tensorflow":
+        from wandb.integration.keras import WandbMetricsLogger
+
+        return WandbMetricsLogger(log_freq="epoch")
+    import wandb
+
+    class WandbEpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            wandb.log({f"epoch/{k}": float(v) for k, v in (logs or {}).items()}, step=epoch)
+
+    return WandbEpochLogger()

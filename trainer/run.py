@@ -164,6 +164,8 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
 
     if evaluator is not None:
         results = evaluator.evaluate(loop.embedding_model, source)
+        # A loop may measure what only it knows (BCT: old-vs-new verification).
+        results.update(getattr(loop, "final_metrics", lambda _: {})(source))
         report.update(final={"verification": results.get("heldout", {}),
                              **{k: v for k, v in results.items() if k != "heldout"}})
         report.print_evaluation("final", results)

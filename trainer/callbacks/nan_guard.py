@@ -39,6 +39,9 @@ class NanGuard(PositionAware):
         self.run_dir = str(run_dir)
         self.on_nan = on_nan
         self.max_skips = int(max_skips)
+        # Stop mode only reads the loss, so Keras may run it off the training thread (no
+        # per-step host sync under JAX); skip mode reads the optimizer and must stay in step.
+        self.async_safe = on_nan == "stop"
         self.loss_name = str(config.loss.name) if config is not None and config.get("loss") else "loss"
         self.error: str | None = None
         self.skipped: list[int] = []
