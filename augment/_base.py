@@ -38,7 +38,7 @@ class AugmentLayer(DataLayer):
         return self.augment(images, self._get_seed_generator(self.backend._backend))
 
     def augment(self, images, seed):
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define augment(images, seed)")
 
     # Helpers for subclasses ------------------------------------------------
     def batch_size(self, images):

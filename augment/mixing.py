@@ -35,7 +35,7 @@ class MixingLayer(AugmentLayer):
 
     def blend(self, images, partner_images, seed):
         """(mixed images, weight of the original image) per sample."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define blend(images, partner_images, seed)")
 
     def call(self, data, training=True):
         np_ = self.backend.numpy

@@ -194,7 +194,7 @@ class GANLoop(FaceLoop):
             return self._train_step_tensorflow(*args)
         if backend == "jax":
             return self._train_step_jax(*args)
-        raise NotImplementedError(f"loop=gan has train steps for TensorFlow and JAX, not {backend}")
+        raise RuntimeError(f"loop=gan has train steps for TensorFlow and JAX, not {backend}")
 
     # -- TensorFlow ---------------------------------------------------------------------
     def _train_step_tensorflow(self, data):

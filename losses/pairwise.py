@@ -68,7 +68,7 @@ class PairLoss(FaceLoss):
 
     def pair_loss(self, labels, unit):
         """Per-sample loss (B,) from int labels (B,) and unit embeddings (B, D)."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define pair_loss(labels, unit)")
 
     def embeddings(self, y_pred):
         if isinstance(y_pred, dict):

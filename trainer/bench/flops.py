@@ -31,7 +31,7 @@ def forward_macs_per_image(model: keras.Model, input_shape, batch: int = 2) -> i
         return _tensorflow_macs(model, tuple(input_shape), batch) // batch
     if backend == "jax":
         return _jax_macs(model, tuple(input_shape), batch) // batch
-    raise NotImplementedError(f"FLOP counting is not implemented for the {backend} backend")
+    raise RuntimeError(f"FLOP counting is not implemented for the {backend} backend")
 
 
 def flops_summary(model: keras.Model, input_shape) -> dict:

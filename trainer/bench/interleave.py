@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import time
 
+from typing import Protocol
+
 import keras
 
 
-class Runner:
+class Runner(Protocol):
     """What the interleaver drives between framework windows."""
 
     name: str
 
     def warmup(self, steps: int) -> None:
-        raise NotImplementedError
+        """Run ``steps`` untimed steps (compilation, caches)."""
 
     def window(self, steps: int) -> float:
         """Seconds for ``steps`` steps (batches), finished (synchronised) on return."""
-        raise NotImplementedError
 
 
 class Interleaver(keras.callbacks.Callback):

@@ -37,7 +37,7 @@ class MinimalStep:
         elif backend == "jax":
             self._run = _JaxStep(self)
         else:
-            raise NotImplementedError(f"no minimal step for the {backend} backend")
+            raise RuntimeError(f"no minimal step for the {backend} backend")
         self._batches = itertools.cycle(self._run.place(batches))
 
     def warmup(self, steps: int) -> None:

@@ -50,6 +50,6 @@ def value_and_grad(fn, x, mode: str = "eager"):
             step = jax.jit(step)
         value, grad = step(jax.numpy.asarray(x))
     else:
-        raise NotImplementedError(f"the loss harness supports tensorflow and jax, not {backend}")
+        raise RuntimeError(f"the loss harness supports tensorflow and jax, not {backend}")
     grad = np.zeros_like(x) if grad is None else keras.ops.convert_to_numpy(grad)
     return float(keras.ops.convert_to_numpy(value)), np.asarray(grad, dtype=np.float64)

@@ -64,7 +64,7 @@ class EncodedImageSource(DataSource):
     # -- what subclasses provide -----------------------------------------------------
     def _records(self, heldout: bool = False):
         """``tf.data.Dataset`` of (encoded bytes, int32 label, file string, int64 record index)."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define _records(heldout) (see EncodedSource)")
 
     def _has_heldout(self) -> bool:
         return False
