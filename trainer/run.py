@@ -11,18 +11,15 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import time
+from dataclasses import dataclass
 
 import keras
 from omegaconf import DictConfig, OmegaConf
 
 from trainer import records
-from trainer.atomic import write_json, write_text
+from trainer.atomic import write_text
 from trainer.config import validate
 from trainer.registry import CALLBACKS, DATASETS, EVALUATORS, ConfigError, to_plain
-
-METRICS_FILE = "metrics.json"
-
 
 class RunFailed(RuntimeError):
     """The job stopped for a reason the user can act on (message: one line)."""
@@ -70,10 +67,36 @@ def train(cfg: DictConfig) -> dict:
     return report.finish()
 
 
+@dataclass
+class Job:
+    """Everything built for one run, before training starts."""
+
+    runtime: object
+    source: object
+    loop: keras.Model
+    callbacks: list
+    checkpoint: object | None
+    evaluator: object | None
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+    seed: int
+
+
 def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
+    job = _build_job(cfg, run_dir)
+    segments, fresh = _resume_plan(job, cfg, report)
+    if job.evaluator is not None and fresh and cfg.trainer.get("evaluate_untrained", True):
+        report.update(untrained=job.evaluator.evaluate(job.loop.embedding_model, job.source))
+        report.print_evaluation("untrained", report.metrics["untrained"])
+    if segments:
+        _fit(job, cfg, run_dir, report, segments)
+    _evaluate_and_export(job, cfg, run_dir, report)
+
+
+def _build_job(cfg: DictConfig, run_dir: str) -> Job:
+    """Runtime, data source, loop (compiled) and callbacks; every cheap check before fit."""
     from trainer.builders import build_loop, build_optimizer
-    from trainer.callbacks.checkpoint import build_before_restore, resume_segments
-    from trainer.export import export_embedding_model, exportable
     from trainer.runtime import setup_runtime
 
     seed = int(cfg.trainer.seed)
@@ -103,75 +126,92 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
         loop.compile(optimizer=optimizer, jit_compile=runtime.jit_compile,
                      steps_per_execution=runtime.steps_per_execution)
     checkpoint = next((c for c in callbacks if hasattr(c, "initial_batch")), None)
+    return Job(runtime=runtime, source=source, loop=loop, callbacks=callbacks, checkpoint=checkpoint,
+               evaluator=evaluator, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+               epochs=epochs, seed=seed)
+
+
+def _resume_plan(job: Job, cfg: DictConfig, report: "records.RunReport") -> tuple[list, bool]:
+    """The fit segments still to run, and whether the run starts from scratch."""
+    from trainer.callbacks.checkpoint import resume_segments
+
+    checkpoint = job.checkpoint
     if checkpoint and cfg.trainer.resume != "auto":
         checkpoint.restore_from = None
     if checkpoint:
-        checkpoint.writes = runtime.is_chief
-        checkpoint.check_compatible(steps_per_epoch, batch_size)
+        checkpoint.writes = job.runtime.is_chief
+        checkpoint.check_compatible(job.steps_per_epoch, job.batch_size)
     initial_epoch, initial_batch = (checkpoint.initial_epoch, checkpoint.initial_batch) if checkpoint else (0, 0)
-    segments = resume_segments(initial_epoch, initial_batch, epochs, steps_per_epoch)
-    report.update(steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                  num_classes=source.num_classes, train_images=source.num_examples,
-                  replicas=runtime.num_replicas, runtime=runtime.name, precision=runtime.precision,
-                  resumed_from_epoch=initial_epoch if checkpoint and checkpoint.restore_from else None,
-                  resumed_from_step=(checkpoint.restore_from or {}).get("step") if checkpoint else None)
-
+    restored = (checkpoint.restore_from or {}) if checkpoint else {}
+    report.update(steps_per_epoch=job.steps_per_epoch, batch_size=job.batch_size,
+                  num_classes=job.source.num_classes, train_images=job.source.num_examples,
+                  replicas=job.runtime.num_replicas, runtime=job.runtime.name,
+                  precision=job.runtime.precision,
+                  resumed_from_epoch=initial_epoch if restored else None,
+                  resumed_from_step=restored.get("step"))
     fresh = initial_epoch == 0 and initial_batch == 0
-    if evaluator is not None and fresh and cfg.trainer.get("evaluate_untrained", True):
-        report.update(untrained=evaluator.evaluate(loop.embedding_model, source))
-        report.print_evaluation("untrained", report.metrics["untrained"])
+    return resume_segments(initial_epoch, initial_batch, job.epochs, job.steps_per_epoch), fresh
 
-    if segments:
-        from trainer.data.pipeline import skip, training_batches
 
-        augment = _augmentation(cfg)
-        # A loop that needs its own batches (P×K sampling, paired views) builds them.
-        make_batches = getattr(loop, "training_batches", training_batches)
-        skips_itself = "skip_batches" in inspect.signature(make_batches).parameters
-        throughput = records.Throughput(batch_size)
-        loggers = records.loggers(cfg, run_dir) if runtime.is_chief else records.Loggers()
-        epoch_logger = report.epoch_logger()
-        try:
-            # A run resumed mid-epoch is two fit calls: the rest of that epoch, then whole epochs.
-            for segment in segments:
-                extra = {"skip_batches": segment.skip_batches} if skips_itself else {}
-                batches = make_batches(source, batch_size, seed, steps_per_epoch, segment.end_epoch,
-                                       augment=augment, start_epoch=segment.start_epoch, **extra)
-                if not skips_itself:
-                    batches = skip(batches, segment.skip_batches)
-                batches = runtime.prepare_fit(loop, batches)
-                if checkpoint is not None and checkpoint.restore_from:
-                    batches = build_before_restore(loop, batches)
-                for callback in callbacks:
-                    if hasattr(callback, "set_position"):
-                        callback.set_position(steps_per_epoch, segment.skip_batches)
-                loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
-                         steps_per_epoch=steps_per_epoch - segment.skip_batches,
-                         callbacks=[*callbacks, throughput, epoch_logger, *loggers.callbacks],
-                         shuffle=False,  # the pipeline shuffles, per epoch and seeded
-                         verbose=1 if sys.stdout.isatty() else 2)
-                guard = next((c for c in callbacks if getattr(c, "error", None)), None)
-                if guard is not None:
-                    raise RunFailed(guard.error)
-                if checkpoint is not None and checkpoint.preempted:
-                    raise Preempted(f"preempted (SIGTERM): saved step {checkpoint.saved['step'] if checkpoint.saved else '?'} "
-                                    f"in {checkpoint.folder}; rerun the same command to resume")
-        finally:
-            loggers.close()
-        report.update(images_per_second=throughput.images_per_second(),
-                      steps=epochs * steps_per_epoch,
-                      optimizer_steps=int(keras.ops.convert_to_numpy(loop.optimizer.iterations)))
+def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", segments) -> None:
+    """``fit`` over the planned segments: a run resumed mid-epoch is two fit calls."""
+    from trainer.callbacks.checkpoint import build_before_restore
+    from trainer.data.pipeline import skip, training_batches
 
-    if evaluator is not None:
-        results = evaluator.evaluate(loop.embedding_model, source)
+    loop, checkpoint = job.loop, job.checkpoint
+    augment = _augmentation(cfg)
+    # A loop that needs its own batches (P×K sampling, paired views) builds them.
+    make_batches = getattr(loop, "training_batches", training_batches)
+    skips_itself = "skip_batches" in inspect.signature(make_batches).parameters
+    throughput = records.Throughput(job.batch_size)
+    loggers = records.loggers(cfg, run_dir) if job.runtime.is_chief else records.Loggers()
+    epoch_logger = report.epoch_logger()
+    try:
+        for segment in segments:
+            extra = {"skip_batches": segment.skip_batches} if skips_itself else {}
+            batches = make_batches(job.source, job.batch_size, job.seed, job.steps_per_epoch,
+                                   segment.end_epoch, augment=augment,
+                                   start_epoch=segment.start_epoch, **extra)
+            if not skips_itself:
+                batches = skip(batches, segment.skip_batches)
+            batches = job.runtime.prepare_fit(loop, batches)
+            if checkpoint is not None and checkpoint.restore_from:
+                batches = build_before_restore(loop, batches)
+            for callback in job.callbacks:
+                if hasattr(callback, "set_position"):
+                    callback.set_position(job.steps_per_epoch, segment.skip_batches)
+            loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
+                     steps_per_epoch=job.steps_per_epoch - segment.skip_batches,
+                     callbacks=[*job.callbacks, throughput, epoch_logger, *loggers.callbacks],
+                     shuffle=False,  # the pipeline shuffles, per epoch and seeded
+                     verbose=1 if sys.stdout.isatty() else 2)
+            guard = next((c for c in job.callbacks if getattr(c, "error", None)), None)
+            if guard is not None:
+                raise RunFailed(guard.error)
+            if checkpoint is not None and checkpoint.preempted:
+                saved = checkpoint.saved["step"] if checkpoint.saved else "?"
+                raise Preempted(f"preempted (SIGTERM): saved step {saved} in {checkpoint.folder}; "
+                                "rerun the same command to resume")
+    finally:
+        loggers.close()
+    report.update(images_per_second=throughput.images_per_second(),
+                  steps=job.epochs * job.steps_per_epoch,
+                  optimizer_steps=int(keras.ops.convert_to_numpy(loop.optimizer.iterations)))
+
+
+def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
+    from trainer.export import export_embedding_model, exportable
+
+    if job.evaluator is not None:
+        results = job.evaluator.evaluate(job.loop.embedding_model, job.source)
         # A loop may measure what only it knows (BCT: old-vs-new verification).
-        results.update(getattr(loop, "final_metrics", lambda _: {})(source))
+        results.update(getattr(job.loop, "final_metrics", lambda _: {})(job.source))
         report.update(final={"verification": results.get("heldout", {}),
                              **{k: v for k, v in results.items() if k != "heldout"}})
         report.print_evaluation("final", results)
     if cfg.run.get("export", True):
-        records_dir = runtime.worker_dir(run_dir)
-        path = export_embedding_model(exportable(loop.embedding_model), records_dir)
+        records_dir = job.runtime.worker_dir(run_dir)
+        path = export_embedding_model(exportable(job.loop.embedding_model), records_dir)
         report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
 
 

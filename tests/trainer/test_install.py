@@ -1,6 +1,7 @@
 """An installed (non-editable) copy finds its configs and runs the command line."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,8 +15,12 @@ pytestmark = pytest.mark.slow
 def installed_site(tmp_path_factory):
     wheels = tmp_path_factory.mktemp("wheels")
     site = tmp_path_factory.mktemp("site")
+    # Build from a clean copy: setuptools' build/ folder would otherwise land in the checkout.
+    source = tmp_path_factory.mktemp("source") / "facetrain"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "runs", "outputs", ".pytest_data", "*.egg-info", "__pycache__"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                            "--no-build-isolation", "--wheel-dir", str(wheels), REPO],
+                            "--no-build-isolation", "--wheel-dir", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = list(wheels.glob("facetrain-*.whl"))
