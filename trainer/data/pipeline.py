@@ -52,14 +52,10 @@ def training_batches(source, batch_size: int, seed: int, steps_per_epoch: int, e
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-    examples = source.train()
-    if source.fits_in_memory:
-        examples = examples.cache()
-    buffer = min(shuffle_buffer, max(source.num_examples, 1))
+    shuffled_epoch = epoch_shuffler(source, seed, shuffle_buffer)
 
     def one_epoch(epoch: int):
-        batches = (examples.shuffle(buffer, seed=epoch_seed(seed, epoch))
-                   .map(as_float_pixels, num_parallel_calls=autotune)
+        batches = (shuffled_epoch(epoch)
                    .batch(batch_size, drop_remainder=True)
                    .repeat()  # a steps_per_epoch larger than the data set wraps around
                    .take(steps_per_epoch)
@@ -213,6 +209,25 @@ def _to_numpy(batch):
     if isinstance(batch, (tuple, list)):
         return type(batch)(_to_numpy(v) for v in batch)
     return keras.ops.convert_to_numpy(batch) if batch is not None else None
+
+
+def epoch_shuffler(source, seed: int, shuffle_buffer: int = 20_000):
+    """``epoch -> dataset`` of the source's (float pixels, int32 label) in that epoch's seeded order.
+
+    Small sets are cached decoded in memory after the first pass.
+    """
+    import tensorflow as tf
+
+    examples = source.train()
+    if source.fits_in_memory:
+        examples = examples.cache()
+    buffer = min(shuffle_buffer, max(source.num_examples, 1))
+
+    def shuffled(epoch: int):
+        return (examples.shuffle(buffer, seed=epoch_seed(seed, epoch))
+                .map(as_float_pixels, num_parallel_calls=tf.data.AUTOTUNE))
+
+    return shuffled
 
 
 def as_float_pixels(image, label):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from trainer.data.pipeline import AUTOTUNE, as_float_pixels, epoch_seed
+from trainer.data.pipeline import AUTOTUNE, epoch_shuffler
 from trainer.registry import ConfigError
 
 
@@ -47,14 +47,10 @@ def class_balanced_batches(source, batch_size: int, images_per_identity: int, se
     """
     k = int(images_per_identity)
     p = identities_per_batch(batch_size, k)
-    examples = source.train()
-    if source.fits_in_memory:
-        examples = examples.cache()
-    buffer = min(shuffle_buffer, max(source.num_examples, 1))
+    shuffled_epoch = epoch_shuffler(source, seed, shuffle_buffer)
 
     def one_epoch(epoch: int):
-        windows = (examples.shuffle(buffer, seed=epoch_seed(seed, epoch))
-                   .map(as_float_pixels, num_parallel_calls=AUTOTUNE)
+        windows = (shuffled_epoch(epoch)
                    .group_by_window(key_func=lambda image, label: tf.cast(label, tf.int64),
                                     reduce_func=lambda key, group: group.batch(k, drop_remainder=True),
                                     window_size=k))
