@@ -57,25 +57,17 @@ def convert(input, output, format=None, shards=8, heldout_input=None, on_corrupt
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    options = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in OPTIONS:
-            print(f"error: unknown argument {arg!r}\n{USAGE}", file=sys.stderr)
-            return 2
-        options[key] = None if value in ("", "null", "None") else value
-    if "input" not in options or "output" not in options:
-        print(f"error: input= and output= are required\n{USAGE}", file=sys.stderr)
-        return 2
-    try:
+    from trainer.cli import run_command, split_arguments
+
+    def body():
+        options, _ = split_arguments(sys.argv[1:] if argv is None else argv, OPTIONS, USAGE)
+        if "input" not in options or "output" not in options:
+            raise DataError(f"input= and output= are required; {USAGE}")
         info = convert(**options)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {info['num_examples']} images of {info['num_classes']} identities in "
-          f"{len(info['files'])} shards to {options['output']}")
-    return 0
+        return (f"wrote {info['num_examples']} images of {info['num_classes']} identities in "
+                f"{len(info['files'])} shards to {options['output']}")
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -36,36 +36,27 @@ def make_bin(source, output: str, pairs: int = 3000, seed: int = 0, image_format
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    from trainer.cli import run_command, split_arguments
     from trainer.config import compose
     from trainer.registry import DATASETS, ConfigError
 
-    options, overrides = {}, []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            print(f"error: unexpected argument {arg!r}\n{USAGE}", file=sys.stderr)
-            return 2
-        if key in ("output", "pairs", "seed", "format"):
-            options[key] = value
-        else:
-            overrides.append(arg)
-    if "output" not in options:
-        print(f"error: output= is required\n{USAGE}", file=sys.stderr)
-        return 2
-    try:
+    def body():
+        # Our options; everything else is a trainer override choosing the data (data=..., data.x=...).
+        options, overrides = split_arguments(sys.argv[1:] if argv is None else argv,
+                                             ("output", "pairs", "seed", "format"), USAGE,
+                                             pass_through=lambda key: True)
+        if not options.get("output"):
+            raise ConfigError(f"output= is required; {USAGE}")
         cfg = compose(overrides)
         source = DATASETS.build(cfg.data)
         summary = make_bin(source, options["output"],
-                           pairs=int(options.get("pairs", cfg.eval.get("pairs", 3000))),
-                           seed=int(options.get("seed", cfg.eval.get("seed", 0))),
-                           image_format=options.get("format", "png"))
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {summary['output']}: {summary['pairs']} pairs of {summary['image_size']} px images "
-          f"from {summary['identities']} held-out identities")
-    return 0
+                           pairs=int(options.get("pairs") or cfg.eval.get("pairs", 3000)),
+                           seed=int(options.get("seed") or cfg.eval.get("seed", 0)),
+                           image_format=options.get("format") or "png")
+        return (f"wrote {summary['output']}: {summary['pairs']} pairs of {summary['image_size']} px "
+                f"images from {summary['identities']} held-out identities")
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
