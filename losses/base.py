@@ -43,6 +43,7 @@ class StateLayer(keras.layers.Layer):
                 trainable=False, name=key, autocast=False, aggregation="mean")
             setattr(self, key, variable)
         self.seed_generator = keras.random.SeedGenerator(seed) if seed is not None else None
+        self.built = True  # all state exists now; there is nothing for build() to create
 
     def call(self, inputs=None):  # the layer holds state only
         return inputs
