@@ -1,6 +1,6 @@
 """insightface RecordIO (``train.rec`` / ``train.idx`` / ``property``) without mxnet.
 
-Layout (see /work/shared/reference/face.md): ``train.idx`` holds text lines
+Layout (insightface RecordIO): ``train.idx`` holds text lines
 ``key<TAB>byte_offset``; ``train.rec`` is a sequence of records, each
 ``uint32 magic 0xced7230a``, ``uint32 length word`` (low 29 bits: length of
 this part, high 3 bits: continuation flag), the part's bytes, then zero padding
