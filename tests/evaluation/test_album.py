@@ -1,11 +1,11 @@
-"""Album clustering: agglomerative vs SciPy, metrics vs brute force, breakage cases."""
+"""Album clustering vs a brute-force reference, metrics vs brute force, breakage cases."""
 
 import itertools
 
 import numpy as np
 import pytest
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainer.evaluation import album
 
@@ -14,14 +14,50 @@ def same_partition(a, b):
     return len(set(zip(a, b))) == len(set(a)) == len(set(b))
 
 
+def brute_agglomerative(embeddings, threshold, method, initial=None):
+    """Merge the closest pair of clusters (linkage recomputed from the photos) while <= threshold."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    distance = 1.0 - unit @ unit.T
+    combine = {"average": np.mean, "single": np.min, "complete": np.max}[method]
+    clusters = {}
+    for index in range(len(embeddings)):
+        key = ("seed", initial[index]) if initial is not None and initial[index] >= 0 else index
+        clusters.setdefault(key, []).append(index)
+    clusters = list(clusters.values())
+    while len(clusters) > 1:
+        best = min((combine(distance[np.ix_(a, b)]), i, j)
+                   for i, a in enumerate(clusters) for j, b in enumerate(clusters) if i < j)
+        if best[0] > threshold:
+            break
+        _, i, j = best
+        clusters[i] = clusters[i] + clusters.pop(j)
+    labels = np.empty(len(embeddings), np.int64)
+    for number, members in enumerate(sorted(clusters, key=min)):
+        labels[members] = number
+    return labels
+
+
 @pytest.mark.parametrize("method", album.LINKAGES)
-@pytest.mark.parametrize("threshold", [0.3, 0.7])
-def test_agglomerative_matches_scipy(method, threshold):
-    embeddings = np.random.default_rng(7).normal(size=(25, 5))
-    distances = album.cosine_distances(embeddings)
-    np.fill_diagonal(distances, 0)
-    reference = fcluster(linkage(squareform(distances, checks=False), method), threshold, criterion="distance")
-    assert same_partition(album.agglomerative(embeddings, threshold, method), reference)
+@pytest.mark.parametrize("seed", range(6))
+def test_scipy_clustering_matches_a_brute_force_reference(method, seed):
+    rng = np.random.default_rng(seed)
+    embeddings = rng.normal(size=(int(rng.integers(2, 20)), 4))
+    for threshold in (0.2, 0.5, 0.9, 1.3):
+        expected = brute_agglomerative(embeddings, threshold, method)
+        np.testing.assert_array_equal(album.agglomerative(embeddings, threshold, method), expected)
+        initial = rng.integers(-1, 3, len(embeddings))  # -1: a new photo, not yet in an album
+        expected = brute_agglomerative(embeddings, threshold, method, initial)
+        np.testing.assert_array_equal(album.agglomerative(embeddings, threshold, method, initial), expected)
+
+
+def test_clustering_edge_cases():
+    assert album.agglomerative(np.zeros((0, 3)), 0.5).shape == (0,)
+    np.testing.assert_array_equal(album.agglomerative(np.ones((1, 3)), 0.5), [0])
+    # Labels are numbered by first photo: the same partition always has the same labels.
+    embeddings = np.array([[1.0, 0], [0, 1], [1, 0.01], [0.01, 1]])
+    np.testing.assert_array_equal(album.agglomerative(embeddings, 0.1), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="linkage"):
+        album.agglomerative(embeddings, 0.1, "ward")
 
 
 def brute_pairwise(predicted, truth):
@@ -54,16 +90,95 @@ def test_pairwise_and_bcubed_match_brute_force(seed):
     assert (b["bcubed_precision"], b["bcubed_recall"]) == pytest.approx(brute_bcubed(predicted, truth))
 
 
-def test_breakage_counts_mixed_disappeared_split():
+def counts(before, after, **kwargs):
+    c = album.breakage_counts(before, after, **kwargs)
+    return c["albums"], c["mixed"], c["disappeared"], c["split"]
+
+
+def test_breakage_of_a_mixed_example():
     before = [0, 0, 0, 1, 1, 2, 2, 3, 3, 4]
     after = [5, 5, 6, 6, 6, 7, 8, 9, 9, 9]
-    # album 0 -> split over 5 and 6; 6 mixes 0 and 1 (1 dominates it), so 0 still continues in 5;
-    # album 2 -> split over 7 and 8; album 3 and the singleton 4 share 9 (not counted: size 1).
-    result = album.breakage(before, after, min_size=2)
-    assert (result["albums"], result["mixed"], result["disappeared"], result["split"]) == (4, 3, 0, 2)
-    merged = album.breakage([0, 0, 1, 1, 1], [0, 0, 0, 0, 0])
-    assert (merged["mixed"], merged["disappeared"], merged["split"]) == (2, 1, 0)
-    assert album.breakage([0, 0, 1, 1], [3, 3, 4, 4])["mixed_rate"] == 0.0
+    # Album 0 continues in 5 and leaves one of its three photos in 6 (album-sized): split.
+    # Album 1 continues in 6, which also holds album 0's photo: mixed. Album 2 falls apart
+    # into singletons: disappeared. Album 3 continues in 9 with the unclustered photo 4: growth.
+    assert counts(before, after) == (4, 1, 1, 1)
+
+
+def test_unclustered_photo_joining_an_album_is_growth():
+    assert counts([0, 0, 0, 1], [0, 0, 0, 0]) == (1, 0, 0, 0)
+    assert counts([0, 0, 0, 1], [0, 0, 0, 0], min_size=1) == (2, 1, 1, 0)  # then 1 is an album
+
+
+def test_two_albums_merged_one_continues_mixed_the_other_disappears():
+    # A tie: either album may continue in the merged cluster; the counts are the same.
+    assert counts([0, 0, 1, 1], [0, 0, 0, 0]) == (2, 1, 1, 0)
+    assert counts([0, 0, 1, 1, 1], [0, 0, 0, 0, 0]) == (2, 1, 1, 0)
+
+
+def test_album_dissolved_into_singletons_disappears():
+    assert counts([0, 0, 0, 1, 1], [0, 1, 2, 3, 3]) == (2, 0, 1, 0)
+
+
+def test_split_needs_a_substantial_share_in_another_album_sized_cluster():
+    assert counts([0] * 4, [0, 0, 1, 1]) == (1, 0, 0, 1)
+    assert counts([0] * 4, [0, 0, 1, 1], split_share=0.6) == (1, 0, 0, 0)
+    assert counts([0] * 8, [0] * 6 + [1] * 2) == (1, 0, 0, 1)  # 2 of 8 = the default 0.25
+    assert counts([0] * 8, [0] * 6 + [1] * 2, split_share=0.3) == (1, 0, 0, 0)
+    # A photo that becomes unclustered is a smaller album, not a split.
+    assert counts([0] * 4, [0, 0, 0, 1]) == (1, 0, 0, 0)
+
+
+def test_renumbered_clusters_are_not_breakage():
+    assert counts([0, 0, 1, 1], [1, 1, 0, 0]) == (2, 0, 0, 0)
+    assert counts([7, 7, 7, 3, 3], [2, 2, 2, 9, 9]) == (2, 0, 0, 0)
+
+
+def test_ties_prefer_the_purer_continuation():
+    # A = photos 0-3, B = 4-6. New: X = {0, 1, 4}, Y = {2, 3}, Z = {5, 6}. A shares 2 photos
+    # with X and with Y; both matchings share 4 photos, but A -> Y keeps A's album free of B.
+    before = [0, 0, 0, 0, 1, 1, 1]
+    after = [0, 0, 1, 1, 0, 2, 2]
+    assert counts(before, after) == (2, 0, 0, 2)  # A: half in X; B: a third in X
+    assert counts(before, [2, 2, 0, 0, 2, 1, 1]) == (2, 0, 0, 2)
+
+
+def test_the_issue_reproducers():
+    assert counts([0, 0, 0, 1], [0, 0, 0, 0], min_size=2)[1] == 0
+    assert counts([5, 5, 0, 1], [0, 1, 0, 1]) == counts([0, 0, 5, 6], [0, 1, 0, 1])
+
+
+def test_breakage_rates_and_length_check():
+    rates = album.breakage([0, 0, 1, 1, 2, 2], [0, 0, 0, 0, 1, 1])
+    assert (rates["mixed_rate"], rates["disappeared_rate"], rates["split_rate"]) == pytest.approx((1 / 3, 1 / 3, 0))
+    assert album.breakage([], [])["albums"] == 0
+    with pytest.raises(ValueError, match="same photos"):
+        album.breakage_counts([0, 0], [0, 0, 0])
+
+
+def relabelled(labels, values):
+    """The same partition with each cluster renamed to a distinct value from ``values``."""
+    names = {}
+    for label in labels:
+        names.setdefault(label, values[len(names)])
+    return [names[label] for label in labels]
+
+
+partitions = st.integers(1, 14).flatmap(lambda n: st.tuples(
+    st.lists(st.integers(0, 4), min_size=n, max_size=n), st.lists(st.integers(0, 5), min_size=n, max_size=n)))
+names = st.lists(st.integers(-1000, 1000), min_size=14, max_size=14, unique=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(partitions, names, names, st.integers(1, 3), st.sampled_from([0.1, 0.25, 0.5]))
+def test_breakage_does_not_depend_on_cluster_numbering(pair, old_names, new_names, min_size, share):
+    before, after = pair
+    expected = counts(before, after, min_size=min_size, split_share=share)
+    assert counts(relabelled(before, old_names), relabelled(after, new_names),
+                  min_size=min_size, split_share=share) == expected
+    albums, mixed, disappeared, split = expected
+    assert albums == sum(before.count(c) >= min_size for c in set(before))
+    assert max(mixed, disappeared, split) <= albums
+    assert counts(before, relabelled(before, new_names), min_size=min_size) == (albums, 0, 0, 0)
 
 
 def test_incremental_clustering_grows_albums_without_splitting_them():

@@ -1,22 +1,26 @@
 """Per-family album clustering: what users see when a model sorts their photos into people.
 
 Each family's photos are clustered on their own, agglomeratively on cosine
-distance (1 − cos) of L2-normalised embeddings, merging while the linkage
-distance is at most ``threshold`` (a number, or ``auto``: the model's own
-verification threshold, so models are compared each at its operating point). Photos arrive in two periods (each
-identity's first images, then the rest); period 2 is clustered either from
-scratch ("full") or incrementally, starting from the period-1 albums plus the
-new photos as singletons, as the product does when new photos arrive (albums
-may grow or merge, never split).
+distance (1 − cos) of L2-normalised embeddings (``scipy.cluster.hierarchy``),
+merging while the linkage distance is at most ``threshold`` (a number, or
+``auto``: the model's own verification threshold, so models are compared each
+at its operating point). Photos arrive in two periods (each identity's first
+images, then the rest); period 2 is clustered either from scratch ("full") or
+incrementally, starting from the period-1 albums plus the new photos as
+singletons, as the product does when new photos arrive (albums may grow or
+merge, never split).
 
 Reported, against ground truth: pairwise precision/recall/F1 (pairs of photos
 put together) and BCubed precision/recall/F (per photo). Without ground
 truth, between two clusterings of the same photos (two periods or two models):
-the share of previous albums that were **mixed** (share a new cluster with
-another album's photos), **disappeared** (no new cluster is mostly theirs) or
-**split** (spread over several new clusters). For a model update, also the
-verification accuracy when one photo of a pair is embedded by the old model
-and the other by the new one (stored embeddings stay comparable?).
+albums are clusters of at least ``min_size`` photos, and each continues in the
+new cluster a maximum-weight one-to-one matching (by shared photos) gives it.
+The share of albums **mixed** (the continuation also holds another album's
+photos; unclustered photos joining it are growth), **split** (a substantial
+share of its photos sits in other album-sized clusters) or **disappeared** (no
+continuation) does not depend on how clusters are numbered. For a model
+update, also the verification accuracy when one photo of a pair is embedded by
+the old model and the other by the new one (stored embeddings stay comparable?).
 """
 
 from __future__ import annotations
@@ -37,57 +41,45 @@ def cosine_distances(embeddings: np.ndarray) -> np.ndarray:
 
 def agglomerative(embeddings: np.ndarray, threshold: float, linkage: str = "average",
                   initial: np.ndarray | None = None) -> np.ndarray:
-    """Cluster labels 0…K-1 (numbered by first member). ``initial``: starting clusters (-1 = singleton)."""
+    """Cluster labels 0…K-1 (numbered by first member). ``initial``: starting clusters (-1 = singleton).
+
+    Merging stops at the first linkage distance above ``threshold``; with ``initial``
+    the given clusters are kept whole and grow or merge from there (incremental mode).
+    """
+    from scipy.cluster import hierarchy
+    from scipy.spatial.distance import squareform
+
     if linkage not in LINKAGES:
         raise ValueError(f"linkage {linkage!r} is not one of {', '.join(LINKAGES)}")
     count = len(embeddings)
     if count == 0:
         return np.zeros(0, np.int64)
-    items = cosine_distances(np.asarray(embeddings, np.float64))
-    members = _initial_clusters(count, initial)
-    sizes = np.array([len(m) for m in members], np.float64)
-    # Cluster-to-cluster linkage distances, from the item distances.
-    combine = {"average": np.mean, "single": np.min, "complete": np.max}[linkage]
-    distance = np.array([[combine(items[np.ix_(a, b)]) for b in members] for a in members])
-    np.fill_diagonal(distance, np.inf)
-    alive = np.ones(len(members), bool)
-    while alive.sum() > 1:
-        masked = np.where(alive[:, None] & alive[None, :], distance, np.inf)
-        flat = int(np.argmin(masked))
-        i, j = divmod(flat, len(members))
-        if masked[i, j] > threshold:
-            break
-        i, j = min(i, j), max(i, j)
-        # Lance–Williams update: the merged cluster keeps index i.
-        if linkage == "average":
-            merged = (sizes[i] * distance[i] + sizes[j] * distance[j]) / (sizes[i] + sizes[j])
-        elif linkage == "single":
-            merged = np.minimum(distance[i], distance[j])
-        else:
-            merged = np.maximum(distance[i], distance[j])
-        distance[i, :] = distance[:, i] = merged
-        distance[i, i] = np.inf
-        members[i] = members[i] + members[j]
-        sizes[i] += sizes[j]
-        alive[j] = False
-    labels = np.empty(count, np.int64)
-    for cluster, index in enumerate(sorted((members[c] for c in np.flatnonzero(alive)), key=min)):
-        labels[index] = cluster
-    return labels
+    if count == 1:
+        return np.zeros(1, np.int64)
+    distances = cosine_distances(np.asarray(embeddings, np.float64))
+    cut = float(threshold)
+    if initial is not None:
+        # Incremental mode through one ordinary linkage: pairs inside a starting cluster get
+        # distance 0 and every other pair is shifted up by 1, so each starting cluster is
+        # complete (at height 0) before any other merge. Average, single and complete linkage
+        # of two clusters only read the pairs *between* them, so every later merge sees the
+        # true distances plus the same shift; cutting at threshold + 1 is the plain rule.
+        initial = np.asarray(initial)
+        same = (initial[:, None] == initial[None, :]) & (initial[:, None] >= 0)
+        distances = np.where(same, 0.0, distances + 1.0)
+        cut += 1.0
+    np.fill_diagonal(distances, 0.0)
+    tree = hierarchy.linkage(squareform(distances, checks=False), method=linkage)
+    # Monotone linkages: the dendrogram cut at ``cut`` is "merge while the distance <= cut".
+    return first_member_order(hierarchy.fcluster(tree, cut, criterion="distance"))
 
 
-def _initial_clusters(count: int, initial) -> list[list[int]]:
-    if initial is None:
-        return [[i] for i in range(count)]
-    initial = np.asarray(initial)
-    groups: dict[int, list[int]] = {}
-    singletons = []
-    for index, label in enumerate(initial.tolist()):
-        if label < 0:
-            singletons.append([index])
-        else:
-            groups.setdefault(label, []).append(index)
-    return list(groups.values()) + singletons
+def first_member_order(labels) -> np.ndarray:
+    """Relabel a partition 0…K-1 in order of each cluster's first photo (label values do not matter)."""
+    _, first, inverse = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
 
 
 # -- metrics with ground truth --------------------------------------------------------
@@ -145,21 +137,61 @@ def bcubed_scores(predicted, truth) -> dict:
 
 # -- breakage without ground truth -----------------------------------------------------
 
-def breakage_counts(before, after, min_size: int = 2) -> dict:
-    """Counts of previous clusters (of at least ``min_size`` photos) mixed, disappeared, split."""
-    table = contingency(np.asarray(before), np.asarray(after))  # rows: before, columns: after
-    sizes = table.sum(1)
-    considered = sizes >= min_size
-    present = table > 0
-    split = present.sum(1) > 1
-    others_in_column = present.sum(0) > 1
-    mixed = (present & others_in_column[None, :]).any(1)
-    # The album that "continues" in each new cluster is the one with most photos there.
-    continued = np.zeros(len(table), bool)
-    if table.size:
-        continued[np.argmax(table, axis=0)] = True
-    return {"albums": int(considered.sum()), "mixed": int((mixed & considered).sum()),
-            "disappeared": int((~continued & considered).sum()), "split": int((split & considered).sum())}
+def continuation(table: np.ndarray, albums: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Each album's continuing new cluster (column index), or -1: a maximum-weight one-to-one
+    matching of albums (rows) and album-sized new clusters (columns) by shared photos.
+
+    Among matchings that share the most photos, the one whose continuations hold the fewest
+    photos of *other* albums wins; rows and columns are in first-photo order, so whatever
+    tie is left is settled by where the photos are, never by how clusters are numbered.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    result = np.full(len(table), -1, np.int64)
+    rows, columns = np.flatnonzero(albums), np.flatnonzero(candidates)
+    if len(rows) == 0 or len(columns) == 0:
+        return result
+    shared = table[np.ix_(rows, columns)]
+    foreign = table[albums].sum(0)[columns][None, :] - shared  # other albums' photos there
+    # Lexicographic (shared, -foreign) as one integer weight: the foreign photos of all
+    # matched columns together are fewer than the total, so one shared photo outweighs them.
+    weight = shared * (int(table.sum()) + 1) - foreign
+    matched_rows, matched_columns = linear_sum_assignment(np.where(shared > 0, weight, 0), maximize=True)
+    keep = shared[matched_rows, matched_columns] > 0  # a zero-weight pair is no continuation
+    result[rows[matched_rows[keep]]] = columns[matched_columns[keep]]
+    return result
+
+
+def breakage_counts(before, after, min_size: int = 2, split_share: float = 0.25) -> dict:
+    """How a new clustering of the same photos treats the previous albums.
+
+    Albums are previous clusters of at least ``min_size`` photos; each continues in the new
+    cluster it is matched to (``continuation``). An album is **mixed** when its continuation
+    also holds photos of another album (photos that were not in any album joining it are
+    growth), **split** when at least ``split_share`` of its photos land outside the
+    continuation in other album-sized new clusters, **disappeared** when nothing continues it.
+    """
+    before, after = first_member_order(before), first_member_order(after)
+    if len(before) != len(after):
+        raise ValueError(f"the clusterings cover {len(before)} and {len(after)} photos; "
+                         "breakage compares two clusterings of the same photos")
+    table = contingency(before, after)  # rows: before, columns: after, both in first-photo order
+    albums = table.sum(1) >= min_size
+    candidates = table.sum(0) >= min_size
+    matched = continuation(table, albums, candidates)
+    album_photos = table[albums].sum(0)  # per new cluster, photos that were in some album
+    counts = {"albums": int(albums.sum()), "mixed": 0, "disappeared": 0, "split": 0}
+    for row in np.flatnonzero(albums):
+        column = matched[row]
+        if column < 0:
+            counts["disappeared"] += 1
+            continue
+        if album_photos[column] > table[row, column]:
+            counts["mixed"] += 1
+        elsewhere = table[row, candidates].sum() - table[row, column]
+        if elsewhere > 0 and elsewhere >= split_share * table[row].sum():
+            counts["split"] += 1
+    return counts
 
 
 def breakage_rates(counts: dict) -> dict:
@@ -167,8 +199,8 @@ def breakage_rates(counts: dict) -> dict:
     return {**counts, **{f"{k}_rate": counts[k] / albums for k in ("mixed", "disappeared", "split")}}
 
 
-def breakage(before, after, min_size: int = 2) -> dict:
-    return breakage_rates(breakage_counts(before, after, min_size))
+def breakage(before, after, min_size: int = 2, split_share: float = 0.25) -> dict:
+    return breakage_rates(breakage_counts(before, after, min_size, split_share))
 
 
 def _sum_counts(parts: list[dict]) -> dict:
