@@ -1,24 +1,36 @@
 """facetrain: a Keras 3 training framework for face-recognition embedding models."""
 
+import os
+
 from setuptools import find_packages, setup
 
 PACKAGES = ("trainer", "losses", "augment", "models", "loops", "conf")
+
+
+def config_groups():
+    """``conf.<group>`` for every YAML folder: data packages, listed so setuptools ships them."""
+    return [f"conf.{root[5:].replace(os.sep, '.')}" for root, _, files in os.walk("conf")
+            if root != "conf" and "__pycache__" not in root and any(f.endswith(".yaml") for f in files)]
+
 
 setup(
     name="facetrain",
     version="0.1.0",
     description="Keras 3 face-recognition training: losses, backbones, augmentation and "
                 "training steps behind registries, configured with Hydra",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
+    packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]) + config_groups(),
     # The Hydra configs travel with the code so an installed copy finds them (pkg://conf).
-    package_data={"conf": ["*.yaml", "**/*.yaml"]},
+    package_data={"conf": ["*.yaml"], **{group: ["*.yaml"] for group in config_groups()}},
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.21,<2.22",
-        "keras>=3.13",
+        # Upper bound: the newest release tested. trainer/keras_private.py uses Keras internals
+        # that move between releases; tests/trainer/test_keras_private.py names what moved.
+        "keras>=3.13,<3.16",
+        "tensorboard>=2.21,<2.22",  # the default logger; TensorFlow 2.21 no longer installs it
         "hydra-core>=1.3.2,<1.4",
         "omegaconf>=2.3",
         "tensorflow-datasets>=4.9.10",

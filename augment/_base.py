@@ -3,7 +3,8 @@
 Keras's ``DataLayer`` (the base of its own preprocessing layers) switches a
 layer to TensorFlow ops when it is called inside a ``tf.data`` graph, whatever
 the Keras backend, and keeps a seed generator per backend. It is not exported
-under ``keras.layers``, so we import it from ``keras.src`` here, in one place.
+under ``keras.layers``; ``trainer.keras_private`` holds it with Keras's other
+private names.
 Subclasses write their maths with ``self.backend.numpy`` / ``.random`` /
 ``.image`` (the same functions as ``keras.ops``), never ``tf.*`` directly.
 """
@@ -12,10 +13,7 @@ from __future__ import annotations
 
 import keras
 
-try:  # Keras >= 3.10
-    from keras.src.layers.preprocessing.data_layer import DataLayer
-except ImportError:  # pragma: no cover - older Keras 3
-    from keras.src.layers.preprocessing.tf_data_layer import TFDataLayer as DataLayer
+from trainer.keras_private import DataLayer, seed_generator
 
 
 class AugmentLayer(DataLayer):
@@ -35,7 +33,7 @@ class AugmentLayer(DataLayer):
         if not training:
             return images
         images = self.backend.cast(images, "float32")
-        return self.augment(images, self._get_seed_generator(self.backend._backend))
+        return self.augment(images, seed_generator(self))
 
     def augment(self, images, seed):
         raise TypeError(f"{type(self).__name__} must define augment(images, seed)")

@@ -41,7 +41,7 @@ class MixingLayer(AugmentLayer):
         np_ = self.backend.numpy
         with_labels = isinstance(data, dict)
         images = self.backend.cast(data["images"] if with_labels else data, "float32")
-        seed = self._get_seed_generator(self.backend._backend)
+        seed = seed_generator(self)
         batch = self.batch_size(images)
         partner = self.backend.random.shuffle(np_.arange(batch, dtype="int32"), seed=seed)
         mixed, weight = self.blend(images, np_.take(images, partner, axis=0), seed)

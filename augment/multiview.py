@@ -10,14 +10,13 @@ the NT-Xent loss expects.
 from __future__ import annotations
 
 from augment.pipeline import AugmentPipeline
+from trainer.keras_private import in_tf_graph
 from trainer.registry import ConfigError
 
 
 def _concat(tensors):
     """Concatenate on axis 0 with TensorFlow inside tf.data graphs, keras.ops elsewhere."""
-    from keras.src.utils import backend_utils
-
-    if backend_utils.in_tf_graph():
+    if in_tf_graph():
         import tensorflow as tf
 
         return tf.concat(tensors, axis=0)

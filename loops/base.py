@@ -21,6 +21,8 @@ import keras
 from keras import ops
 
 from trainer.export import load_embedding_model as load_frozen_embedding_model  # noqa: F401 (loops' name)
+# Public here: a loop that adds a loss term of its own scales it per replica with this.
+from trainer.keras_private import scale_loss_for_distribution  # noqa: F401
 from trainer.registry import ConfigError
 
 
@@ -67,8 +69,6 @@ class FaceLoop(keras.Model):
         """Sum of the layers' ``add_loss`` terms, scaled like Keras scales its own under replicas."""
         if not self.losses:
             return 0.0
-        from keras.src.losses.loss import scale_loss_for_distribution
-
         return scale_loss_for_distribution(ops.sum(ops.stack(
             [ops.cast(loss, "float32") for loss in self.losses])))
 

@@ -199,7 +199,7 @@ class GANLoop(FaceLoop):
     # -- TensorFlow ---------------------------------------------------------------------
     def _train_step_tensorflow(self, data):
         import tensorflow as tf
-        from keras.src.losses.loss import scale_loss_for_distribution as per_replica
+        from trainer.keras_private import scale_loss_for_distribution as per_replica
 
         images, labels = data[0], data[1]
         d_vars = self.discriminator.trainable_variables
@@ -286,7 +286,7 @@ class GANLoop(FaceLoop):
 
 
 def _unscaled(value):
-    from keras.src.losses.loss import unscale_loss_for_distribution
+    from trainer.keras_private import unscale_loss_for_distribution
 
     return unscale_loss_for_distribution(value)
 

@@ -11,10 +11,10 @@ distribution strategies, mixed precision and XLA.
 from __future__ import annotations
 
 import keras
-from keras.src.losses.loss import reduce_weighted_values  # what Loss.__call__ reduces with
 
 from augment.mixing import is_mixed, mix_loss
 from loops.base import FaceLoop
+from trainer.keras_private import reduce_weighted_values  # what Loss.__call__ reduces with
 from trainer.registry import LOOPS
 
 

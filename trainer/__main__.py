@@ -4,10 +4,7 @@ Mistakes in the command line are reported in one line before Hydra starts;
 everything else is Hydra's usual behaviour (``--multirun``, ``--cfg job``, ...).
 """
 
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _overrides(argv):
@@ -17,6 +14,10 @@ def _overrides(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not any(a in ("-h", "--help", "--hydra-help") for a in argv):  # Hydra answers those
+        from trainer.console import quiet_startup
+
+        quiet_startup()
     from trainer.config import compose, register_resolvers, searchpath_override
     from trainer.registry import ConfigError
 

@@ -8,6 +8,24 @@ from collections.abc import Callable, Iterable
 from trainer.registry import ConfigError, did_you_mean
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
+def start_command(argv: Iterable[str], doc: str | None) -> bool:
+    """The common start of every command: True when ``--help`` was asked and answered.
+
+    Otherwise the console is made quiet (library banners filtered) before
+    anything imports TensorFlow.
+    """
+    if any(argument in HELP_FLAGS for argument in argv):
+        print((doc or "").strip())
+        return True
+    from trainer.console import quiet_startup
+
+    quiet_startup()
+    return False
+
+
 def split_arguments(argv: Iterable[str], options: Iterable[str], usage: str,
                     pass_through: Callable[[str], bool] = lambda key: False):
     """``key=value`` arguments → (the command's own options, the rest as Hydra overrides).

@@ -7,10 +7,7 @@
 from __future__ import annotations
 
 import inspect
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def summary(target) -> str:
@@ -19,9 +16,13 @@ def summary(target) -> str:
 
 
 def main(argv=None) -> int:
-    from trainer.registry import REGISTRIES, ConfigError, registry
+    from trainer.cli import start_command
 
     argv = sys.argv[1:] if argv is None else argv
+    if start_command(argv, __doc__):
+        return 0
+    from trainer.registry import REGISTRIES, ConfigError, registry
+
     try:
         kinds = [registry(argv[0]).kind] if argv else list(REGISTRIES)
     except ConfigError as error:
@@ -32,7 +33,10 @@ def main(argv=None) -> int:
         names = REGISTRIES[kind].names(pattern)
         print(f"{kind} ({len(names)})")
         for name in names:
-            line = summary(REGISTRIES[kind].get(name)) if len(kinds) == 1 else ""
+            try:
+                line = summary(REGISTRIES[kind].get(name)) if len(kinds) == 1 else ""
+            except ConfigError as error:  # a broken plugin: say which, list the rest
+                line = f"(cannot be loaded: {error})"
             print(f"  {name:<24} {line}".rstrip())
     return 0
 

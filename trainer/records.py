@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import math
 import os
+import re
 import subprocess
 import time
+import unicodedata
 from dataclasses import dataclass, field
 
 import keras
@@ -143,12 +147,62 @@ class Throughput(keras.callbacks.Callback):
 
 @dataclass
 class Loggers:
+    """The run's TensorBoard and wandb records: epoch callbacks, plus the evaluations."""
+
     callbacks: list = field(default_factory=list)
     wandb_run: object = None
+    tensorboard_dir: str | None = None
+
+    def log_evaluation(self, when: str, results: dict, step: int) -> None:
+        """``untrained``/``final`` evaluation numbers, as scalars named ``when/set/metric``."""
+        scalars = evaluation_scalars(when, results)
+        if not scalars:
+            return
+        if self.tensorboard_dir is not None:
+            import tensorflow as tf
+
+            writer = tf.summary.create_file_writer(os.path.join(self.tensorboard_dir, "evaluation"))
+            with writer.as_default():
+                for name, value in scalars.items():
+                    tf.summary.scalar(name, value, step=step)
+            writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.log(scalars)
+            self.wandb_run.summary.update(scalars)
 
     def close(self) -> None:
         if self.wandb_run is not None:
             self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def evaluation_scalars(when: str, results: dict, prefix: str = "") -> dict:
+    """Finite numbers of nested evaluation results, flattened to ``when/a/b`` names."""
+    scalars = {}
+    for key, value in results.items():
+        name = f"{prefix}/{key}" if prefix else f"{when}/{key}"
+        if isinstance(value, dict):
+            scalars.update(evaluation_scalars(when, value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            scalars[name] = float(value)
+    return scalars
+
+
+def wandb_identity(run_dir: str) -> tuple[str, str]:
+    """(run id, display name) for wandb from any run folder.
+
+    wandb refuses ids holding ``:;,#?/'`` and long ones, and a folder name is
+    whatever the user's overrides made it (``loss=cosface,trainer.epochs=1``,
+    non-ASCII names, ``run.name`` with slashes). The id keeps a readable ASCII
+    part plus a digest of the folder's absolute path, so rerunning in the same
+    folder resumes the same wandb run and two folders never share one.
+    """
+    folder = os.path.abspath(run_dir.rstrip("/")) if "://" not in run_dir else run_dir.rstrip("/")
+    name = folder.rsplit("/", 1)[-1] or "run"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_name).strip("-.")[:48] or "run"
+    digest = hashlib.sha1(folder.encode()).hexdigest()[:10]
+    return f"{readable}-{digest}", name[:128]
 
 
 def loggers(cfg, run_dir: str) -> Loggers:
@@ -156,8 +210,9 @@ def loggers(cfg, run_dir: str) -> Loggers:
     node = cfg.get("logger") or {}
     result = Loggers()
     if node.get("tensorboard") and keras.backend.backend() == "tensorflow":
+        result.tensorboard_dir = os.path.join(run_dir, "tensorboard")
         result.callbacks.append(keras.callbacks.TensorBoard(
-            log_dir=os.path.join(run_dir, "tensorboard"), update_freq="epoch", write_graph=False))
+            log_dir=result.tensorboard_dir, update_freq="epoch", write_graph=False))
     wandb_node = node.get("wandb") or {}
     mode = wandb_node.get("mode", "disabled")
     if mode != "disabled":
@@ -165,10 +220,10 @@ def loggers(cfg, run_dir: str) -> Loggers:
 
         # Offline by default: no network, no login prompt; `wandb sync` uploads later.
         os.environ.setdefault("WANDB_SILENT", "true")
+        run_id, display_name = wandb_identity(run_dir)
         result.wandb_run = wandb.init(
             mode=mode, dir=run_dir, project=wandb_node.get("project"), entity=wandb_node.get("entity"),
-            tags=list(wandb_node.get("tags") or []), resume="allow",
-            id=os.path.basename(os.path.abspath(run_dir)).replace("=", "-")[:60],
+            tags=list(wandb_node.get("tags") or []), resume="allow", id=run_id, name=display_name,
             config=OmegaConf.to_container(cfg, resolve=True))
         result.callbacks.append(wandb_callback())
     return result

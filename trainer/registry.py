@@ -97,7 +97,10 @@ class Registry:
         return decorate
 
     def add(self, name: str, target: Callable, origin: str | None = None) -> None:
-        origin = origin or f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+        # One spelling for "module.attribute": entry points write "module:attribute", so a
+        # plugin class that is both decorated and exposed by an entry point is one registration.
+        origin = (origin or f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+                  ).replace(":", ".")
         previous = self._entries.get(name)
         if previous is not None and previous is not target and self._origins.get(name) != origin:
             raise ConfigError(

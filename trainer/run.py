@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainer import records
 from trainer.atomic import write_text
 from trainer.config import validate
+from trainer.console import make_epoch_line, on_terminal, quiet_startup
 from trainer.registry import CALLBACKS, DATASETS, EVALUATORS, ConfigError, to_plain
 
 class RunFailed(RuntimeError):
@@ -86,12 +87,19 @@ class Job:
 def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
     job = _build_job(cfg, run_dir)
     segments, fresh = _resume_plan(job, cfg, report)
-    if job.evaluator is not None and fresh and cfg.trainer.get("evaluate_untrained", True):
-        report.update(untrained=job.evaluator.evaluate(job.loop.embedding_model, job.source))
-        report.print_evaluation("untrained", report.metrics["untrained"])
-    if segments:
-        _fit(job, cfg, run_dir, report, segments)
-    _evaluate_and_export(job, cfg, run_dir, report)
+    # Open for the whole job: TensorBoard and wandb get the untrained and final evaluations too.
+    loggers = records.loggers(cfg, run_dir) if job.runtime.is_chief else records.Loggers()
+    try:
+        if job.evaluator is not None and fresh and cfg.trainer.get("evaluate_untrained", True):
+            untrained = job.evaluator.evaluate(job.loop.embedding_model, job.source)
+            report.update(untrained=untrained)
+            report.print_evaluation("untrained", untrained)
+            loggers.log_evaluation("untrained", untrained, step=0)
+        if segments:
+            _fit(job, cfg, run_dir, report, segments, loggers)
+        _evaluate_and_export(job, cfg, run_dir, report, loggers)
+    finally:
+        loggers.close()
 
 
 def _build_job(cfg: DictConfig, run_dir: str) -> Job:
@@ -100,7 +108,7 @@ def _build_job(cfg: DictConfig, run_dir: str) -> Job:
     from trainer.runtime import setup_runtime
 
     seed = int(cfg.trainer.seed)
-    quiet_library_logs()
+    quiet_startup()
     runtime = setup_runtime(cfg.runtime)  # first: collective strategies must exist before any TF op
     keras.utils.set_random_seed(seed)
     source = DATASETS.build(cfg.data)
@@ -153,7 +161,8 @@ def _resume_plan(job: Job, cfg: DictConfig, report: "records.RunReport") -> tupl
     return resume_segments(initial_epoch, initial_batch, job.epochs, job.steps_per_epoch), fresh
 
 
-def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", segments) -> None:
+def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", segments,
+         loggers: "records.Loggers") -> None:
     """``fit`` over the planned segments: a run resumed mid-epoch is two fit calls."""
     from trainer.callbacks.checkpoint import build_before_restore
     from trainer.data.pipeline import skip, training_batches
@@ -164,65 +173,61 @@ def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", s
     make_batches = getattr(loop, "training_batches", training_batches)
     skips_itself = "skip_batches" in inspect.signature(make_batches).parameters
     throughput = records.Throughput(job.batch_size)
-    loggers = records.loggers(cfg, run_dir) if job.runtime.is_chief else records.Loggers()
     epoch_logger = report.epoch_logger()
-    try:
-        for segment in segments:
-            extra = {"skip_batches": segment.skip_batches} if skips_itself else {}
-            batches = make_batches(job.source, job.batch_size, job.seed, job.steps_per_epoch,
-                                   segment.end_epoch, augment=augment,
-                                   start_epoch=segment.start_epoch, **extra)
-            if not skips_itself:
-                batches = skip(batches, segment.skip_batches)
-            batches = job.runtime.prepare_fit(loop, batches)
-            if checkpoint is not None and checkpoint.restore_from:
-                batches = build_before_restore(loop, batches)
-            for callback in job.callbacks:
-                if hasattr(callback, "set_position"):
-                    callback.set_position(job.steps_per_epoch, segment.skip_batches)
-            loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
-                     steps_per_epoch=job.steps_per_epoch - segment.skip_batches,
-                     callbacks=[*job.callbacks, throughput, epoch_logger, *loggers.callbacks],
-                     shuffle=False,  # the pipeline shuffles, per epoch and seeded
-                     verbose=1 if sys.stdout.isatty() else 2)
-            guard = next((c for c in job.callbacks if getattr(c, "error", None)), None)
-            if guard is not None:
-                raise RunFailed(guard.error)
-            if checkpoint is not None and checkpoint.preempted:
-                saved = checkpoint.saved["step"] if checkpoint.saved else "?"
-                raise Preempted(f"preempted (SIGTERM): saved step {saved} in {checkpoint.folder}; "
-                                "rerun the same command to resume")
-    finally:
-        loggers.close()
+    # A progress bar on a terminal; in a log file, one rounded line per epoch.
+    progress = [] if on_terminal() else [make_epoch_line()]
+    for segment in segments:
+        extra = {"skip_batches": segment.skip_batches} if skips_itself else {}
+        batches = make_batches(job.source, job.batch_size, job.seed, job.steps_per_epoch,
+                               segment.end_epoch, augment=augment,
+                               start_epoch=segment.start_epoch, **extra)
+        if not skips_itself:
+            batches = skip(batches, segment.skip_batches)
+        batches = job.runtime.prepare_fit(loop, batches)
+        if checkpoint is not None and checkpoint.restore_from:
+            batches = build_before_restore(loop, batches)
+        for callback in job.callbacks:
+            if hasattr(callback, "set_position"):
+                callback.set_position(job.steps_per_epoch, segment.skip_batches)
+        loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
+                 steps_per_epoch=job.steps_per_epoch - segment.skip_batches,
+                 callbacks=[*job.callbacks, throughput, epoch_logger, *loggers.callbacks, *progress],
+                 shuffle=False,  # the pipeline shuffles, per epoch and seeded
+                 verbose=1 if on_terminal() else 0)
+        guard = next((c for c in job.callbacks if getattr(c, "error", None)), None)
+        if guard is not None:
+            raise RunFailed(guard.error)
+        if checkpoint is not None and checkpoint.preempted:
+            saved = checkpoint.saved["step"] if checkpoint.saved else "?"
+            raise Preempted(f"preempted (SIGTERM): saved step {saved} in {checkpoint.folder}; "
+                            "rerun the same command to resume")
     report.update(images_per_second=throughput.images_per_second(),
                   steps=job.epochs * job.steps_per_epoch,
                   optimizer_steps=int(keras.ops.convert_to_numpy(loop.optimizer.iterations)))
 
 
-def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
+def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport",
+                         loggers: "records.Loggers") -> None:
     from trainer.export import export_embedding_model, exportable
 
     if job.evaluator is not None:
         results = job.evaluator.evaluate(job.loop.embedding_model, job.source)
         # A loop may measure what only it knows (BCT: old-vs-new verification).
         results.update(getattr(job.loop, "final_metrics", lambda _: {})(job.source))
+        if not {"heldout", "album"} & set(results):  # say so rather than report an empty evaluation
+            why = job.source.heldout_unavailable or f"data={cfg.data.name} has no held-out identities"
+            results["heldout"] = {"skipped": why}
+            print(f"note: no held-out verification: {why} (data.heldout_path=... adds held-out people)",
+                  flush=True)
         report.update(final={"verification": results.get("heldout", {}),
                              **{k: v for k, v in results.items() if k != "heldout"}})
         report.print_evaluation("final", results)
+        loggers.log_evaluation("final", results,
+                               step=int(keras.ops.convert_to_numpy(job.loop.optimizer.iterations)))
     if cfg.run.get("export", True):
         records_dir = job.runtime.worker_dir(run_dir)
         path = export_embedding_model(exportable(job.loop.embedding_model), records_dir)
         report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
-
-
-def quiet_library_logs() -> None:
-    """Keep the console for our progress: TFDS and TensorFlow log through absl at INFO."""
-    try:
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.WARNING)
-    except ImportError:  # JAX-only hosts
-        pass
 
 
 def _augmentation(cfg: DictConfig):

@@ -301,8 +301,9 @@ def _patch_multiworker_log_reduction() -> None:
     gradients are all-reduced by the strategy itself.
     """
     import tensorflow as tf
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
+    from trainer.keras_private import tensorflow_trainer
+
+    tf_trainer, tree = tensorflow_trainer()
 
     original = tf_trainer.reduce_per_replica
     if getattr(original, "facetrain_patched", False):

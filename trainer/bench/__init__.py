@@ -5,6 +5,13 @@ section), so any model, loss, loop or augmentation is benchmarked with the same
 overrides as a training run. See ``docs/performance.md``.
 """
 
-from trainer.bench.measure import run_bench
-
 __all__ = ["run_bench"]
+
+
+def __getattr__(name):
+    # Lazy: ``python -m trainer.bench --help`` answers without importing TensorFlow.
+    if name == "run_bench":
+        from trainer.bench.measure import run_bench
+
+        return run_bench
+    raise AttributeError(f"module 'trainer.bench' has no attribute {name!r}")

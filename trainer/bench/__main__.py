@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 def main(argv=None) -> int:
+    from trainer.cli import start_command
+
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip())
+    if start_command(argv, __doc__):
         return 0
     from trainer.config import compose
     from trainer.registry import ConfigError

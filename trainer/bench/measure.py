@@ -41,12 +41,12 @@ def run_bench(cfg) -> dict:
     from trainer.builders import build_loop, build_optimizer
     from trainer.config import validate
     from trainer.registry import DATASETS, ConfigError
-    from trainer.run import quiet_library_logs
+    from trainer.console import quiet_startup
     from trainer.runtime import setup_runtime
 
     validate(cfg)
     bench = cfg.bench
-    quiet_library_logs()
+    quiet_startup()
     runtime = setup_runtime(cfg.runtime)
     seed = int(cfg.trainer.seed)
     keras.utils.set_random_seed(seed)

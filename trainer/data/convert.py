@@ -44,7 +44,7 @@ def convert(input, output, format=None, shards=8, heldout_input=None, on_corrupt
     if format == "recordio":
         source = RecordIOSource(**common)
     else:
-        source = FolderSource(**common, heldout_path=heldout_input)
+        source = FolderSource(**common, heldout_path=heldout_input, holdout=0)  # convert every identity
         extra["identities"] = source.identities
         if heldout_input:
             extra["heldout_identities"] = source.heldout_identities
@@ -57,10 +57,14 @@ def convert(input, output, format=None, shards=8, heldout_input=None, on_corrupt
 
 
 def main(argv=None) -> int:
-    from trainer.cli import run_command, split_arguments
+    from trainer.cli import run_command, split_arguments, start_command
+
+    argv = sys.argv[1:] if argv is None else argv
+    if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):
+        return 0
 
     def body():
-        options, _ = split_arguments(sys.argv[1:] if argv is None else argv, OPTIONS, USAGE)
+        options, _ = split_arguments(argv, OPTIONS, USAGE)
         if "input" not in options or "output" not in options:
             raise DataError(f"input= and output= are required; {USAGE}")
         info = convert(**options)

@@ -161,28 +161,26 @@ def augmentation_seed_generators(augment, graph: bool):
     """
     import keras
 
+    from trainer.keras_private import (DataLayer, own_seed_generators, seed_generator, sublayers,
+                                       using_backend)
+
     try:
         layers, seen = [], set()
         for layer in _augmentation_layers(augment):
-            for inner in layer._flatten_layers(include_self=True, recursive=True):
+            for inner in sublayers(layer):
                 if id(inner) not in seen:
                     seen.add(id(inner))
                     layers.append(inner)
         generators = []
         for layer in layers:
-            if hasattr(layer, "_get_seed_generator") and hasattr(layer, "generator"):
-                backend = getattr(layer, "backend", None)
-                if graph and keras.backend.backend() != "tensorflow" and backend is not None:
-                    previous = backend._backend
-                    backend.set_backend("tensorflow")
-                    try:
-                        generators.append(layer._get_seed_generator("tensorflow"))
-                    finally:
-                        backend.set_backend(previous)
+            if isinstance(layer, DataLayer) and hasattr(layer, "generator"):
+                if graph and keras.backend.backend() != "tensorflow":
+                    with using_backend(layer, "tensorflow"):
+                        generators.append(seed_generator(layer, "tensorflow"))
                 else:
-                    generators.append(layer._get_seed_generator(keras.backend.backend()))
+                    generators.append(seed_generator(layer, keras.backend.backend()))
             else:
-                generators.extend(getattr(layer, "_seed_generators", []) or [])
+                generators.extend(own_seed_generators(layer))
         unique = {id(g): g for g in generators}
         return list(unique.values())
     except (AttributeError, TypeError, ValueError):

@@ -16,6 +16,13 @@ and bfloat16 inputs agree with float32; 2-replica MirroredStrategy equals one
 device (TF only, run in a subprocess); a batch-size mismatch raises a clear error.
 """
 
-from trainer.testing.harness import CHECKS, Report, Verdict, check_loss, check_replicas
-
 __all__ = ["CHECKS", "Report", "Verdict", "check_loss", "check_replicas"]
+
+
+def __getattr__(name):
+    # Lazy: ``python -m trainer.testing --help`` answers without importing TensorFlow.
+    if name in __all__:
+        from trainer.testing import harness
+
+        return getattr(harness, name)
+    raise AttributeError(f"module 'trainer.testing' has no attribute {name!r}")

@@ -31,7 +31,12 @@ def parse(argv):
 
 
 def main(argv=None):
-    names, params, replicas, as_json = parse(sys.argv[1:] if argv is None else argv)
+    from trainer.cli import start_command
+
+    argv = sys.argv[1:] if argv is None else argv
+    if start_command(argv, __doc__):
+        return 0
+    names, params, replicas, as_json = parse(argv)
     from trainer.registry import LOSSES, ConfigError
     from trainer.testing import check_loss
 

@@ -36,13 +36,17 @@ def make_bin(source, output: str, pairs: int = 3000, seed: int = 0, image_format
 
 
 def main(argv=None) -> int:
-    from trainer.cli import run_command, split_arguments
+    from trainer.cli import run_command, split_arguments, start_command
+
+    argv = sys.argv[1:] if argv is None else argv
+    if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):
+        return 0
     from trainer.config import compose
     from trainer.registry import DATASETS, ConfigError
 
     def body():
         # Our options; everything else is a trainer override choosing the data (data=..., data.x=...).
-        options, overrides = split_arguments(sys.argv[1:] if argv is None else argv,
+        options, overrides = split_arguments(argv,
                                              ("output", "pairs", "seed", "format"), USAGE,
                                              pass_through=lambda key: True)
         if not options.get("output"):

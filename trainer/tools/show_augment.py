@@ -117,8 +117,13 @@ def make_grid(images, pipeline, columns):
     return canvas
 
 
-def main(argv=None):
-    options, overrides = parse_argv(sys.argv[1:] if argv is None else argv)
+def main(argv=None) -> int:
+    from trainer.cli import start_command
+
+    argv = sys.argv[1:] if argv is None else argv
+    if start_command(argv, __doc__):
+        return 0
+    options, overrides = parse_argv(argv)
     rows, columns, size = int(options["rows"]), int(options["columns"]), int(options["size"])
     from PIL import Image
 
@@ -139,7 +144,8 @@ def main(argv=None):
     Image.fromarray(grid).save(options["out"])
     print(f"wrote {options['out']}: {len(images)} images x (original + {columns} draws), "
           f"pipeline {pipeline!r}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

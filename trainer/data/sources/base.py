@@ -19,6 +19,8 @@ class DataSource(abc.ABC):
     num_examples: int
     # (num_shards, index) set by ``shard``; sources that honour it apply it in ``train``.
     shard_spec: tuple[int, int] = (1, 0)
+    # Why ``heldout()`` is None, in words for the user (None: the source never has held-out data).
+    heldout_unavailable: str | None = None
 
     @abc.abstractmethod
     def train(self):

@@ -11,6 +11,9 @@ from trainer.data.sources.encoded import EncodedImageSource, require_path
 from trainer.registry import DATASETS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# ``holdout: auto`` keeps this share of the identities (at most AUTO_HOLDOUT_MAX) for evaluation.
+AUTO_HOLDOUT_SHARE, AUTO_HOLDOUT_MAX = 0.1, 100
+MIN_HOLDOUT = 2  # verification pairs need two people, each with two photos
 
 
 def list_identities(root: str) -> tuple[list[str], list[str], list[int]]:
@@ -51,28 +54,68 @@ def read_families(path: str, identities: list[str]) -> np.ndarray:
     return np.asarray([family_of[name] for name in identities], np.int64)
 
 
+def choose_holdout(names: list[str], labels: list[int], holdout, seed: int):
+    """Identities kept out of training for evaluation: (their names, or [], and why not, or None).
+
+    ``holdout``: ``auto`` (10 %, at most 100), a count, or 0. Only identities
+    with two or more images are eligible; the draw is seeded, so every run of
+    the same data holds out the same people.
+    """
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(names))
+    eligible = np.flatnonzero(counts >= 2)
+    if holdout in (None, "auto"):
+        wanted = min(AUTO_HOLDOUT_MAX, int(len(names) * AUTO_HOLDOUT_SHARE))
+    else:
+        try:
+            wanted = int(holdout)
+        except (TypeError, ValueError):
+            raise DataError(f"data.holdout={holdout!r} is not a number of identities; use auto, 0 "
+                            "or a count such as 50") from None
+        if wanted < 0:
+            raise DataError(f"data.holdout={wanted} is negative; use auto, 0 or a count")
+    if wanted == 0 and holdout not in (None, "auto"):
+        return [], "data.holdout=0"
+    if wanted < MIN_HOLDOUT or len(eligible) < MIN_HOLDOUT or len(names) - wanted < 2:
+        return [], (f"{len(names)} identities ({len(eligible)} with two or more images) are too few "
+                    f"to hold out {max(wanted, MIN_HOLDOUT)} for evaluation and still train on two")
+    if wanted > len(eligible):
+        raise DataError(f"data.holdout={wanted} but only {len(eligible)} identities have two or more "
+                        "images; lower data.holdout")
+    chosen = np.random.default_rng(seed).choice(eligible, size=wanted, replace=False)
+    return [names[i] for i in sorted(chosen.tolist())], None
+
+
 @DATASETS.register("folder")
 class FolderSource(EncodedImageSource):
     """``path/<identity>/*.jpg``; identities sorted by name become labels 0, 1, …
 
     ``heldout_path`` (same layout, other people) feeds held-out verification and
     albums; ``families_file`` maps its identities to families for albums.
+    Without ``heldout_path``, ``holdout`` identities (seeded, 10 % up to 100 by
+    default) are kept out of training and evaluated instead.
     """
 
     def __init__(self, path=None, image_size=112, resize=True, on_corrupt="stop", heldout_path=None,
-                 families_file=None, num_classes=None):
+                 families_file=None, num_classes=None, holdout="auto", holdout_seed=0):
         self._setup(image_size, resize, on_corrupt)
         self.path = require_path(path, "data.path", "identity_folders")
         self.identities, self.files, self.labels = list_identities(self.path)
         if not self.files:
             raise DataError(f"data.path={self.path} holds no identity folders with images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); expected path/<identity>/<image>")
+        self.heldout_path = None
+        self.heldout_unavailable = None
+        self.held_out_of_training = []
+        if heldout_path in (None, ""):
+            self.held_out_of_training, self.heldout_unavailable = choose_holdout(
+                self.identities, self.labels, holdout, int(holdout_seed))
+            if self.held_out_of_training:
+                self._hold_out(set(self.held_out_of_training))
         self.num_classes = len(self.identities)
         if num_classes is not None and int(num_classes) != self.num_classes:
             raise DataError(f"data.num_classes={num_classes} but {self.path} has {self.num_classes} "
                             "identity folders; fix one of them (or set data.num_classes=null)")
         self.num_examples = len(self.files)
-        self.heldout_path = None
         if heldout_path not in (None, ""):
             self.heldout_path = require_path(heldout_path, "data.heldout_path", "heldout_identity_folders")
             self.heldout_identities, self.heldout_files, self.heldout_labels = list_identities(self.heldout_path)
@@ -80,8 +123,20 @@ class FolderSource(EncodedImageSource):
             families_file, "data.families_file", "families.csv")
         self.preflight()
 
+    def _hold_out(self, held: set[str]) -> None:
+        """Move the ``held`` identities' images to the held-out set; relabel the rest 0…C-1."""
+        name_of = dict(enumerate(self.identities))
+        train = [(f, name_of[label]) for f, label in zip(self.files, self.labels) if name_of[label] not in held]
+        kept = [(f, name_of[label]) for f, label in zip(self.files, self.labels) if name_of[label] in held]
+        self.identities = [n for n in self.identities if n not in held]
+        self.heldout_identities = sorted(held)
+        train_label = {n: i for i, n in enumerate(self.identities)}
+        heldout_label = {n: i for i, n in enumerate(self.heldout_identities)}
+        self.files, self.labels = [f for f, _ in train], [train_label[n] for _, n in train]
+        self.heldout_files, self.heldout_labels = [f for f, _ in kept], [heldout_label[n] for _, n in kept]
+
     def _has_heldout(self) -> bool:
-        return self.heldout_path is not None
+        return self.heldout_path is not None or bool(self.held_out_of_training)
 
     def _records(self, heldout: bool = False):
         import tensorflow as tf
@@ -96,5 +151,5 @@ class FolderSource(EncodedImageSource):
     def heldout_families(self):
         if self.families_file is None:
             return None
-        identities = self.heldout_identities if self.heldout_path else self.identities
+        identities = self.heldout_identities if self._has_heldout() else self.identities
         return read_families(self.families_file, identities)

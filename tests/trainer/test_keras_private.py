@@ -1,0 +1,54 @@
+"""Keras's private names that the framework relies on still exist in the installed Keras.
+
+When a Keras release moves one, this test names it: update trainer/keras_private.py
+(the only module that reaches into ``keras.src``) and the Keras bound in setup.py.
+"""
+
+import ast
+import importlib
+import pathlib
+
+import keras
+import pytest
+
+from trainer import keras_private
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PACKAGES = ("trainer", "losses", "augment", "models", "loops")
+
+
+@pytest.mark.parametrize("module, name", keras_private.PRIVATE_SYMBOLS,
+                         ids=[f"{m}.{n}" for m, n in keras_private.PRIVATE_SYMBOLS])
+def test_private_symbol_exists(module, name):
+    assert hasattr(importlib.import_module(module), name), \
+        f"keras {keras.__version__} no longer has {module}.{name}"
+
+
+def test_private_members_of_a_live_data_layer():
+    from trainer.registry import build
+
+    layer = build("augment", {"name": "flip", "seed": 1})
+    assert isinstance(layer, keras_private.DataLayer)
+    for owner, member in keras_private.PRIVATE_MEMBERS:
+        target = layer
+        for part in member.split("."):
+            assert hasattr(target, part), f"keras {keras.__version__}: {owner}.{member} is gone"
+            target = getattr(target, part)
+    assert keras_private.backend_name(layer) == keras.backend.backend()
+    assert keras_private.seed_generator(layer) is not None
+    with keras_private.using_backend(layer, "tensorflow"):
+        assert keras_private.backend_name(layer) == "tensorflow"
+    assert keras_private.backend_name(layer) == keras.backend.backend()
+
+
+def test_no_other_module_imports_keras_src():
+    offenders = []
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            if path.name == "keras_private.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.startswith("keras.src")]
+    assert not offenders, offenders

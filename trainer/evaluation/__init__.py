@@ -1,0 +1,1 @@
+"""Evaluators: held-out and `.bin` verification, per-family album clustering."""
