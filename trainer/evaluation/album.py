@@ -250,7 +250,7 @@ class _Tally:
 
 def album_report(embeddings: np.ndarray, labels: np.ndarray, families: np.ndarray,
                  threshold: float = 0.5, linkage: str = "average", period_fraction: float = 0.5,
-                 min_album: int = 2) -> dict:
+                 min_album: int = 2, split_share: float = 0.25) -> dict:
     """Cluster each family in two periods; scores per period and breakage from period 1.
 
     ``families``: the family of each image (same length as ``labels``).
@@ -270,7 +270,7 @@ def album_report(embeddings: np.ndarray, labels: np.ndarray, families: np.ndarra
         fresh = agglomerative(emb, threshold, linkage)
         for tally, result in ((incremental, grown), (full, fresh)):
             tally.add(result, truth)
-            tally.breakage.append(breakage_counts(albums, result[old], min_album))
+            tally.breakage.append(breakage_counts(albums, result[old], min_album, split_share))
     return {"threshold": float(threshold), "linkage": linkage, "families": int(len(np.unique(families))),
             "images": int(len(labels)), "period1": first.result(),
             "period2_incremental": incremental.result(), "period2_full": full.result()}
@@ -278,17 +278,23 @@ def album_report(embeddings: np.ndarray, labels: np.ndarray, families: np.ndarra
 
 def model_update_report(old_embeddings: np.ndarray, new_embeddings: np.ndarray, labels, families,
                         threshold: float = 0.5, linkage: str = "average", min_album: int = 2,
-                        pairs: int = 3000, seed: int = 0, folds: int = 10) -> dict:
-    """Old model's albums vs the new model's on the same photos, and cross-model verification."""
+                        pairs: int = 3000, seed: int = 0, folds: int = 10, old_threshold: float | None = None,
+                        split_share: float = 0.25) -> dict:
+    """Old model's albums vs the new model's on the same photos, and cross-model verification.
+
+    ``threshold`` clusters the new model's embeddings, ``old_threshold`` (default: the same)
+    the old model's, so each model can cluster at its own operating point.
+    """
     from trainer.evaluation.verification import sample_pairs, squared_distances, verification_metrics
 
     labels, families = np.asarray(labels), np.asarray(families)
     counts = []
     for family in np.unique(families):
         index = np.flatnonzero(families == family)
-        old = agglomerative(old_embeddings[index], threshold, linkage)
+        old = agglomerative(old_embeddings[index], threshold if old_threshold is None else old_threshold,
+                            linkage)
         new = agglomerative(new_embeddings[index], threshold, linkage)
-        counts.append(breakage_counts(old, new, min_album))
+        counts.append(breakage_counts(old, new, min_album, split_share))
     report = {"breakage_old_to_new": breakage_rates(_sum_counts(counts))}
     index_a, index_b, issame = sample_pairs(labels, pairs, seed)
     for name, (a, b) in {"old_old": (old_embeddings, old_embeddings),
