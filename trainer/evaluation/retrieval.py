@@ -98,21 +98,20 @@ def ranked_relevance(query_embeddings, query_labels, reference_embeddings=None, 
         yield reference_labels[neighbours] == query_labels[index, None], r
 
 
-def block_sums(relevance: np.ndarray, r: np.ndarray, ks=KS) -> dict:
-    """Sums over one block of the per-query metrics (queries with R = 0 left out)."""
+def per_query(relevance: np.ndarray, r: np.ndarray, ks=KS) -> dict:
+    """Each metric for each query of a block that has something to find (R > 0)."""
     keep = r > 0
     relevance, r = relevance[keep], r[keep]
     depth = relevance.shape[1]
     ranks = np.arange(1, depth + 1)
     hits = relevance & (ranks[None, :] <= r[:, None])  # relevant and within the first R
     precision_at_i = np.cumsum(hits, axis=1) / ranks[None, :]
-    sums = {"queries": int(keep.sum()),
-            "precision_at_1": float(relevance[:, 0].sum()) if depth else 0.0,
-            "r_precision": float(np.sum(hits.sum(axis=1) / r)),
-            "map_at_r": float(np.sum(np.sum(precision_at_i * hits, axis=1) / r))}
+    values = {"precision_at_1": relevance[:, 0].astype(np.float64) if depth else np.zeros(len(r)),
+              "r_precision": hits.sum(axis=1) / r,
+              "map_at_r": np.sum(precision_at_i * hits, axis=1) / r}
     for k in ks:
-        sums[f"recall_at_{k}"] = float(relevance[:, :int(k)].any(axis=1).sum())
-    return sums
+        values[f"recall_at_{k}"] = relevance[:, :int(k)].any(axis=1).astype(np.float64)
+    return values
 
 
 def retrieval_metrics(query_embeddings, query_labels, reference_embeddings=None, reference_labels=None,
@@ -124,15 +123,15 @@ def retrieval_metrics(query_embeddings, query_labels, reference_embeddings=None,
     """
     ks = tuple(sorted({int(k) for k in ks}))
     keys = ("precision_at_1", "r_precision", "map_at_r", *(f"recall_at_{k}" for k in ks))
-    totals = dict.fromkeys(keys, 0.0)
-    used = 0
+    parts = {key: [] for key in keys}
     for relevance, r in ranked_relevance(query_embeddings, query_labels, reference_embeddings,
                                          reference_labels, max(ks, default=0), max_elements):
-        sums = block_sums(relevance, r, ks)
-        used += sums.pop("queries")
-        for key, value in sums.items():
-            totals[key] += value
-    mean = {key: totals[key] / used if used else float("nan") for key in keys}
+        for key, values in per_query(relevance, r, ks).items():
+            parts[key].append(values)
+    # Per-query values are averaged once at the end, so block sizes cannot change the rounding.
+    values = {key: np.concatenate(chunks) if chunks else np.zeros(0) for key, chunks in parts.items()}
+    used = len(values["precision_at_1"])
+    mean = {key: float(np.mean(v)) if used else float("nan") for key, v in values.items()}
     num_queries = len(query_labels)
     return {"precision_at_1": mean["precision_at_1"], "r_precision": mean["r_precision"],
             "map_at_r": mean["map_at_r"], "recall_at_k": {str(k): mean[f"recall_at_{k}"] for k in ks},
