@@ -36,14 +36,25 @@ class AdaCosLoss(MarginLoss):
         stored = ops.convert_to_tensor(self.state_layer.scale)
         previous = ops.where(stored > 0.0, stored, self.fixed_scale(batch))
         if not self.dynamic:
-            self.state_layer.scale.assign(previous)
+            self.state_layer.scale.assign(previous)  # depends on C only, not on the labels
             return previous
         cos = ops.stop_gradient(batch.cos)
         others = ops.sum(ops.where(batch.target_mask, 0.0, ops.exp(previous * cos)), axis=1)
         median_angle = ops.median(target_angle(ops.stop_gradient(batch.target_cos)))
         scale = ops.log(ops.mean(others)) / ops.cos(ops.minimum(math.pi / 4, median_angle))
-        self.state_layer.scale.assign(scale)
+        batch.assign_if_labels_valid(self.state_layer.scale, scale)
         return scale
+
+    def gradient_bound(self, num_classes):
+        """s * 1 (no margin; s carries no gradient), with s bounded from the stored scale.
+
+        The dynamic update divides log(B_avg) <= s_prev + log(C - 1) by a cosine
+        of at most pi/4, so one call's s is at most sqrt(2) * (s_prev + log(C - 1)).
+        """
+        stored = float(keras.ops.convert_to_numpy(self.state_layer.scale))
+        log_others = math.log(max(num_classes - 1.0, 1.0 + 1e-6))
+        previous = stored if stored > 0.0 else math.sqrt(2.0) * log_others
+        return math.sqrt(2.0) * (previous + log_others) if self.dynamic else previous
 
     def loss_config(self):
         return {"dynamic": self.dynamic}

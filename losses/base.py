@@ -18,10 +18,18 @@ Class attributes tell the harness (``trainer.testing``) what the loss expects:
 
 from __future__ import annotations
 
+import numpy as np
+
 import keras
 from keras import ops
 
+from trainer.keras_private import reduce_weighted_values
+
 EPSILON = 1e-7
+
+# The largest integer up to which every integer is exact in each float dtype: a
+# class id above it, stored as that float, may already be another class's id.
+EXACT_INTEGERS = {"float16": 2**11, "bfloat16": 2**8, "float32": 2**24, "float64": 2**53}
 
 
 class StateLayer(keras.layers.Layer):
@@ -83,12 +91,40 @@ class FaceLoss(keras.losses.Loss):
         config.update(self.loss_config())
         return config
 
+    def gradient_bound(self, num_classes: int) -> float | None:
+        """An upper bound on |d loss.call(...)_i / d y_pred| for any valid input, or None.
+
+        The harness sweeps the target cosine over [-1, 1] and holds a loss to the
+        bound it states here; None means "no stated bound" (only finiteness is checked).
+        """
+        return None
+
+    # -- the calling convention ------------------------------------------------------
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """Keras's ``Loss.__call__``, except that labels keep their integer dtype.
+
+        Keras converts ``y_true`` to the loss dtype; in bfloat16 that turns class
+        257 into 256 (float16: above 2,048), silently training the wrong class. The
+        loss dtype applies to the predictions only.
+        """
+        with keras.name_scope(self.name):
+            y_pred = keras.tree.map_structure(lambda x: ops.convert_to_tensor(x, dtype=self.dtype), y_pred)
+            y_true = keras.tree.map_structure(ops.convert_to_tensor, y_true)
+            # No Keras masks here: a face loss has one value per sample, never per time step.
+            return reduce_weighted_values(self.call(y_true, y_pred), sample_weight=sample_weight,
+                                          reduction=self.reduction, dtype=self.dtype)
+
     # -- helpers ----------------------------------------------------------------
     def describe(self) -> str:
         return f"loss '{self.name}'"
 
     def int_labels(self, y_true, batch_size_tensor=None):
-        """Labels arrive as floats (Keras casts y_true to the loss dtype): back to int32, shape (B,)."""
+        """Identity ids as int32, shape (B,), for losses that only compare labels with each other.
+
+        ``__call__`` keeps integer labels integer; float labels (a direct ``call``
+        with floats) are rounded. Losses whose labels index classes use
+        :meth:`class_labels`, which checks them instead.
+        """
         if y_true is None:
             raise ValueError(f"{self.describe()} needs integer labels y_true of shape (batch,)")
         labels = ops.convert_to_tensor(y_true)
@@ -101,6 +137,51 @@ class FaceLoss(keras.losses.Loss):
         return ops.cast(ops.round(ops.cast(labels, "float32")), "int32") \
             if "float" in str(labels.dtype) else ops.cast(labels, "int32")
 
+    def class_labels(self, y_true, num_classes):
+        """(int32 labels (B,), valid (B,) bool) for labels that index ``num_classes`` classes.
+
+        ``num_classes`` is an int (static class count) or a scalar tensor.
+
+        Three layers, so a bad label is caught whatever the execution mode:
+
+        * static (free, also while tracing for XLA): float labels in a dtype that
+          cannot hold every id below ``num_classes`` exactly raise ``ValueError``;
+        * host (eager, or labels that are constants of a traced function): any
+          label outside [0, num_classes) or not a whole number raises ``ValueError``
+          naming the label and the class count;
+        * in the graph (compiled, labels known only at run time): ``valid`` is
+          False for such rows, and :func:`poison` makes their loss and gradient NaN,
+          which the NaN guard reports (one compare per label: free under XLA).
+        """
+        if y_true is None:
+            raise ValueError(f"{self.describe()} needs integer labels y_true of shape (batch,)")
+        labels = ops.convert_to_tensor(y_true)
+        if len(labels.shape) == 2 and labels.shape[-1] == 1:
+            labels = ops.squeeze(labels, axis=-1)
+        if len(labels.shape) != 1:
+            raise ValueError(
+                f"{self.describe()} expects integer labels of shape (batch,), got shape "
+                f"{tuple(labels.shape)}; pass sparse class ids, not one-hot vectors")
+        dtype = keras.backend.standardize_dtype(labels.dtype)
+        is_float = "float" in dtype
+        static_classes = num_classes if isinstance(num_classes, int) else None
+        if is_float and static_classes is not None and static_classes - 1 > EXACT_INTEGERS.get(dtype, 0):
+            raise ValueError(
+                f"{self.describe()}: labels arrived as {dtype}, which cannot hold class ids above "
+                f"{EXACT_INTEGERS.get(dtype, 0)} exactly, but there are {num_classes} classes; "
+                "pass integer labels")
+        known = known_values(labels)
+        if known is not None:
+            check_label_values(known, static_classes, self.describe())
+        # The range test runs in the labels' own dtype: a cast to int32 first would
+        # wrap an int64 id of 2**32 + 1 into class 1.
+        valid = ops.greater_equal(labels, ops.cast(0, labels.dtype))
+        if num_classes is not None:
+            valid = ops.logical_and(valid, ops.less(labels, ops.cast(num_classes, labels.dtype)))
+        if is_float:
+            valid = ops.logical_and(valid, ops.equal(labels, ops.floor(labels)))
+        return ops.cast(labels, "int32"), valid
+
     def check_batch(self, labels, values, what: str) -> None:
         """A clear error when labels and predictions disagree on the batch size."""
         a, b = labels.shape[0], values.shape[0]
@@ -108,6 +189,59 @@ class FaceLoss(keras.losses.Loss):
             raise ValueError(
                 f"{self.describe()}: labels have batch size {a} but {what} have batch size {b} "
                 f"(shape {tuple(values.shape)}); they must describe the same samples")
+
+
+def known_values(x):
+    """``x`` as a NumPy array when its values are known while this code runs, else None.
+
+    Known: eager tensors, NumPy arrays and constants folded into a traced graph.
+    Unknown: the inputs of a compiled step (TF graph/XLA placeholders, JAX tracers).
+    """
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.is_tensor(x):
+            return tf.get_static_value(x)
+    elif backend == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return None
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except Exception:  # a symbolic value of some other backend: not known now
+        return None
+
+
+def check_label_values(labels: np.ndarray, num_classes: int | None, what: str) -> None:
+    """Raise a one-line ``ValueError`` naming the first label that is no class id."""
+    labels = np.asarray(labels).reshape(-1)
+    if labels.dtype.kind == "f":
+        fractional = np.flatnonzero(labels != np.floor(labels))
+        if len(fractional):
+            raise ValueError(f"{what}: label {labels[fractional[0]]!r} (sample {fractional[0]}) "
+                             "is not a whole number; labels are integer class ids")
+    high = num_classes if num_classes is not None else np.inf
+    bad = np.flatnonzero((labels < 0) | (labels >= high))
+    if len(bad):
+        value = labels[bad[0]]
+        value = int(value) if np.isfinite(value) else value
+        raise ValueError(
+            f"{what}: label {value} (sample {bad[0]}, {len(bad)} bad in the batch) is out of range "
+            f"for {num_classes} classes; labels must be integers in [0, {num_classes - 1}]")
+
+
+def poison(values, valid):
+    """``values`` where ``valid``, NaN elsewhere, in the value AND the gradient.
+
+    A wrong label must not train: a NaN loss stops the run (NaN guard, stop mode),
+    NaN gradients make the skip-mode guard (and mixed precision's loss scaling)
+    drop the step. ``values * where(valid, 1, nan)``: d/dvalues is NaN on bad rows.
+    """
+    return values * ops.where(valid, 1.0, float("nan"))
 
 
 def spread_mean(values, valid):

@@ -34,7 +34,7 @@ class CurricularFaceLoss(MarginLoss):
         target_cos = ops.stop_gradient(batch.target_cos)
         t = (self.momentum * ops.mean(target_cos)
              + (1.0 - self.momentum) * ops.convert_to_tensor(self.state_layer.t))
-        self.state_layer.t.assign(t)
+        batch.assign_if_labels_valid(self.state_layer.t, t)
         threshold = ops.cos(target_angle(target_cos) + self.margin)
         hard = ops.greater(batch.cos, ops.expand_dims(threshold, 1))
         return ops.where(hard, batch.cos * (t + batch.cos), batch.cos)

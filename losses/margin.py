@@ -9,6 +9,15 @@ the scale (AdaCos), the non-target logits (CurricularFace) or add a term
 The maths runs in float32 whatever the mixed-precision policy, the target is
 picked with a dense one-hot mask and ``where`` (XLA/TPU friendly, no scatter),
 and cosines are clamped before ``arccos``.
+
+Two guarantees every margin loss inherits:
+
+* labels are checked against the number of classes (``FaceLoss.class_labels``):
+  eager calls raise a one-line ``ValueError``; in a compiled step a bad row's
+  loss and gradients are NaN, and label-dependent state is left untouched;
+* the exact-mode gradient is bounded: ``|d theta / d cos|`` never exceeds
+  :data:`MAX_ANGLE_SLOPE` (see :func:`target_angle`), so ``|dL/dcos|`` stays
+  below :meth:`MarginLoss.gradient_bound` for every cosine in [-1, 1].
 """
 
 from __future__ import annotations
@@ -19,9 +28,16 @@ from typing import Any
 
 from keras import ops
 
-from losses.base import EPSILON, FaceLoss, as_float32
+from losses.base import EPSILON, FaceLoss, as_float32, poison
 
 GRADIENTS = ("exact", "straight_through")
+
+# |d arccos(c) / dc| = 1 / sin(theta) is unbounded at c = +-1: a margin loss in
+# exact mode multiplies it by up to s * m1 (combined: -13,225 at c = -1 + 1e-6).
+# Where sin(theta) < 1 / MAX_ANGLE_SLOPE (theta within 0.57 degrees of 0 or pi)
+# the backward pass uses the slope at that edge instead; values stay exact.
+MAX_ANGLE_SLOPE = 100.0
+_SLOPE_EDGE = math.sqrt(1.0 - 1.0 / MAX_ANGLE_SLOPE ** 2)  # the cosine where 1/sin(theta) = MAX
 
 
 @dataclass
@@ -33,6 +49,15 @@ class MarginBatch:
     target_cos: Any     # (B,) float32
     labels: Any         # (B,) int32
     norm: Any = None    # (B, 1) float32 embedding norms, when the head gave them
+    valid: Any = None   # (B,) bool: the label is a class id in [0, C); None: all are
+
+    def all_valid(self):
+        """A scalar bool: may label-dependent state (CurricularFace t, AdaCos s) learn from this batch?"""
+        return ops.all(self.valid) if self.valid is not None else ops.convert_to_tensor(True)
+
+    def assign_if_labels_valid(self, variable, new_value):
+        """Assign ``new_value`` unless a label is bad: wrong rows must not leak into running statistics."""
+        variable.assign(ops.where(self.all_valid(), new_value, ops.convert_to_tensor(variable)))
 
 
 def check_gradient(gradient: str) -> str:
@@ -54,8 +79,19 @@ def straight_through(original, modified, gradient: str):
 
 
 def target_angle(cos):
-    """theta = arccos(cos), with cos clamped inside (-1, 1) so the gradient stays finite."""
-    return ops.arccos(ops.clip(cos, -1.0 + EPSILON, 1.0 - EPSILON))
+    """theta = arccos(cos), with |d theta / d cos| <= MAX_ANGLE_SLOPE everywhere in [-1, 1].
+
+    Forward: arccos of cos clamped to +-(1 - 1e-7), as always. Backward: the exact
+    -1/sin(theta) inside +-_SLOPE_EDGE, continued linearly (slope -MAX_ANGLE_SLOPE)
+    beyond it, so the derivative is continuous, bounded, and not 0 at cos = +-1
+    (the old clamp stopped it there). Every margin loss that takes an angle goes
+    through here, so the bound is the same for all of them.
+    """
+    exact = ops.arccos(ops.clip(cos, -1.0 + EPSILON, 1.0 - EPSILON))
+    inner = ops.clip(cos, -_SLOPE_EDGE, _SLOPE_EDGE)
+    surrogate = ops.arccos(inner) - MAX_ANGLE_SLOPE * (cos - inner)
+    # Inside the edge exact - surrogate is exactly 0; outside, the value is exact's.
+    return surrogate + ops.stop_gradient(exact - surrogate)
 
 
 def additive_angular_margin(cos, margin, gradient: str = "exact"):
@@ -101,6 +137,14 @@ class MarginLoss(FaceLoss):
         """A per-sample term added to the cross-entropy (MagFace's regulariser); default 0."""
         return 0.0
 
+    def target_slope_bound(self) -> float:
+        """max |d target_logit / d cos_y| over [-1, 1] (a target built on ``target_angle``: MAX_ANGLE_SLOPE)."""
+        return MAX_ANGLE_SLOPE
+
+    def gradient_bound(self, num_classes: int) -> float:
+        """|dL_i/dcos_ij| <= s * max(target slope, 1): dL/dz is softmax minus one-hot, in [-1, 1]."""
+        return self.scale * max(self.target_slope_bound(), 1.0)
+
     # -- the shared work ----------------------------------------------------------
     def split_prediction(self, y_pred):
         if isinstance(y_pred, dict):
@@ -123,14 +167,17 @@ class MarginLoss(FaceLoss):
 
     def prepare(self, y_true, y_pred) -> MarginBatch:
         cos, norm = self.split_prediction(y_pred)
-        labels = self.int_labels(y_true)
+        # The class count is static in every compiled step we build; the dynamic
+        # shape only covers a graph traced with an unknown class dimension.
+        classes = cos.shape[1] if cos.shape[1] is not None else ops.shape(cos)[1]
+        labels, valid = self.class_labels(y_true, classes)
         self.check_batch(labels, cos, "cosines")
         cos = ops.clip(cos, -1.0, 1.0)
         classes = ops.arange(ops.shape(cos)[1], dtype="int32")
         target_mask = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(classes, 0))
         target_cos = ops.sum(ops.where(target_mask, cos, 0.0), axis=1)
         return MarginBatch(cos=cos, target_mask=target_mask, target_cos=target_cos,
-                           labels=labels, norm=norm)
+                           labels=labels, norm=norm, valid=valid)
 
     def call(self, y_true, y_pred):
         batch = self.prepare(y_true, y_pred)
@@ -140,7 +187,7 @@ class MarginLoss(FaceLoss):
         logits = logits * self.logit_scale(batch)
         target = ops.sum(ops.where(batch.target_mask, logits, 0.0), axis=1)
         cross_entropy = ops.logsumexp(logits, axis=1) - target
-        return cross_entropy + self.extra_loss(batch)
+        return poison(cross_entropy + self.extra_loss(batch), batch.valid)
 
     def loss_config(self):
         return {"scale": self.scale}

@@ -27,9 +27,16 @@ def arc_target(c, m):
 
 
 def combined_target(c, m1, m2, m3):
+    """continuation=sphereface: the k-th half-turn past pi is (-1)^k cos(angle) - 2k."""
     angle = m1 * math.acos(c) + m2
     k = math.floor(angle / math.pi)
     return (-1) ** k * math.cos(angle) - 2 * k - m3
+
+
+def insightface_target(c, m2, m3):
+    """continuation=insightface (m1 = 1): insightface's CombinedMarginLoss, ArcFace's fallback past pi."""
+    theta = math.acos(c)
+    return (math.cos(theta + m2) if theta + m2 <= math.pi else c - m2 * math.sin(m2)) - m3
 
 
 def margin_reference(cos, labels, scale, target_fn, other_fn=None):
@@ -93,8 +100,10 @@ CASES = {
     "arcface": ({"margin": 0.5}, lambda cos, norm: margin_reference(cos, LABELS, 64, lambda i, c: arc_target(c, 0.5))),
     "subcenter_arcface": ({}, lambda cos, norm: margin_reference(cos, LABELS, 64, lambda i, c: arc_target(c, 0.5))),
     "cosface": ({"scale": 30.0}, lambda cos, norm: margin_reference(cos, LABELS, 30, lambda i, c: c - 0.35)),
-    "combined": ({}, lambda cos, norm: margin_reference(cos, LABELS, 64, lambda i, c: combined_target(c, 1, 0.3, 0.2))),
-    "sphereface": ({"m1": 1.35, "m2": 0.0, "m3": 0.0, "scale": 16.0},
+    "combined": ({}, lambda cos, norm: margin_reference(cos, LABELS, 64, lambda i, c: insightface_target(c, 0.3, 0.2))),
+    "combined_sphereface": ({"continuation": "sphereface"},
+                            lambda cos, norm: margin_reference(cos, LABELS, 64, lambda i, c: combined_target(c, 1, 0.3, 0.2))),
+    "sphereface": ({"m1": 1.35, "m2": 0.0, "m3": 0.0, "scale": 16.0, "continuation": "sphereface"},
                    lambda cos, norm: margin_reference(cos, LABELS, 16, lambda i, c: combined_target(c, 1.35, 0, 0))),
     "magface": ({}, lambda cos, norm: magface_reference(cos, LABELS, norm)),
     "adaface": ({}, lambda cos, norm: adaface_reference(cos, LABELS, norm)),
@@ -104,7 +113,7 @@ CASES = {
     "elasticface_arc": ({"sigma": 0.0}, lambda cos, norm: margin_reference(cos, LABELS, 64, lambda i, c: arc_target(c, 0.5))),
     "elasticface_cos": ({"sigma": 0.0}, lambda cos, norm: margin_reference(cos, LABELS, 64, lambda i, c: c - 0.35)),
 }
-REGISTERED = {"sphereface": "combined", "adacos_fixed": "adacos"}
+REGISTERED = {"sphereface": "combined", "combined_sphereface": "combined", "adacos_fixed": "adacos"}
 
 
 def build(case, **extra):

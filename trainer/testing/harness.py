@@ -15,11 +15,13 @@ import numpy as np
 import keras
 
 from trainer.testing import backends
-from trainer.testing.inputs import Batch, make_batch, permuted, relabelled
+from trainer.testing.inputs import Batch, angle_sweep, high_label_batch, make_batch, permuted, relabelled
 
 CHECKS = ("config_round_trip", "shape_and_dtype", "gradients", "permutation_invariance",
           "relabelling_invariance", "scale_invariance", "sgd_descent", "execution_modes",
-          "half_precision", "shape_mismatch_error", "replicas")
+          "half_precision", "shape_mismatch_error", "label_range", "integer_labels",
+          "gradient_bound", "replicas")
+CLASS_INPUTS = ("cosines", "cosines_and_norm")  # losses whose labels index classes
 TF_ONLY = ("replicas",)
 
 # |a - b| <= atol + rtol * |b|. Half-precision inputs quantise cosines (~5e-4
@@ -96,8 +98,8 @@ class LossUnderTest:
         self.stochastic = getattr(probe, "stochastic", False)
         self.deterministic_overrides = dict(getattr(probe, "deterministic_overrides", {}))
 
-    def build(self, deterministic: bool = False):
-        return self._make(self.deterministic_overrides if deterministic else {})
+    def build(self, deterministic: bool = False, **overrides):
+        return self._make({**(self.deterministic_overrides if deterministic else {}), **overrides})
 
     def note(self, deterministic: bool) -> str:
         if deterministic and self.stochastic and self.deterministic_overrides:
@@ -297,6 +299,115 @@ def check_shape_mismatch_error(subject, batch):
     return "FAIL", f"labels of {batch.size - 1} with {batch.size} predictions raised no error"
 
 
+def _one_line(error) -> str:
+    return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+
+
+def _names_label(message: str, label, num_classes: int) -> bool:
+    return str(label) in message and str(num_classes) in message
+
+
+def check_label_range(subject, batch):
+    """Labels outside [0, C): a one-line ValueError in eager mode, a NaN loss when compiled.
+
+    Compiled (XLA / jax.jit), the labels are inputs of the program, so nothing
+    can raise; the loss must come out NaN for the NaN guard to stop the run.
+    """
+    if subject.input_kind not in CLASS_INPUTS:
+        return "SKIP", "labels are identity ids compared with each other: any integer is valid"
+    classes = batch.kernel.shape[1]
+    results = []
+    for bad in (classes, -1):
+        labels = batch.labels.copy()
+        labels[1] = bad
+        loss = subject.build(deterministic=True)
+        try:
+            value = loss(labels, batch.prediction(batch.x))
+        except ValueError as error:
+            message = _one_line(error)
+            if "\n" in str(error).strip() or not _names_label(message, bad, classes):
+                return "FAIL", (f"eager: label {bad} with {classes} classes raised a ValueError that does not "
+                                f"name the label and the class count in one line: {message!r}")
+        except Exception as error:  # a deep backend error is what this check exists to prevent
+            return "FAIL", (f"eager: label {bad} with {classes} classes raised {type(error).__name__}, "
+                            f"not a clear ValueError: {_one_line(error)[:160]}")
+        else:
+            return "FAIL", (f"eager: label {bad} with {classes} classes raised no error "
+                            f"(loss {float(keras.ops.convert_to_numpy(value)):.6g})")
+        loss = subject.build(deterministic=True)
+        mode = backends.compiled_mode()
+        try:
+            value, grad = backends.compiled_value_and_grad(
+                lambda x, y: loss(y, batch.prediction(x)), batch.x, labels)
+        except Exception as error:  # raising is fine too, if it says what is wrong
+            if not _names_label(_one_line(error), bad, classes):
+                return "FAIL", f"{mode}: label {bad} raised an error that does not name it: {_one_line(error)[:160]}"
+            results.append(f"{bad}: {mode} raises")
+            continue
+        if np.isfinite(value):
+            return "FAIL", (f"{mode}: label {bad} with {classes} classes gave a finite loss {value:.6g}; "
+                            "a compiled step must make it NaN (the NaN guard then stops the run)")
+        results.append(f"{bad}: {mode} loss NaN, gradients {'NaN' if not np.all(np.isfinite(grad)) else 'finite'}")
+    return "PASS", f"eager ValueError naming label and {classes} classes; " + "; ".join(results)
+
+
+def check_integer_labels(subject, batch):
+    """A float16 / bfloat16 loss must not round labels above 2,048 (its dtype is for predictions)."""
+    if batch.labels is None:
+        return "SKIP", "the loss takes no labels"
+    high = high_label_batch(subject.input_kind, batch.size, batch.x.shape[1])
+    parts = []
+    for dtype in ("float16", "bfloat16"):
+        prediction = high.prediction(high.x, dtype)
+        same_inputs = keras.tree.map_structure(lambda v: keras.ops.cast(v, "float32"), prediction)
+        expected = float(keras.ops.convert_to_numpy(subject.build(True)(high.labels, same_inputs)))
+        got = float(keras.ops.convert_to_numpy(
+            keras.ops.cast(subject.build(True, dtype=dtype)(high.labels, prediction), "float32")))
+        rtol = {"float16": 2e-3, "bfloat16": 1e-2}[dtype]  # the loss value itself is rounded to dtype
+        if not np.isfinite(got) or not close(got, expected, rtol, 1e-3):
+            return "FAIL", (f"a {dtype} loss gives {got:.6g} with labels {int(high.labels.min())}..."
+                            f"{int(high.labels.max())}, a float32 loss {expected:.6g} on the same inputs: "
+                            "labels were cast to the loss dtype")
+        parts.append(f"{dtype} {got:.5g} vs {expected:.5g}")
+    return "PASS", f"labels {int(high.labels.min())}-{int(high.labels.max())}: " + ", ".join(parts)
+
+
+def check_gradient_bound(subject, batch):
+    """Finite gradients, within the loss's stated bound, for target cosines from -1 to 1.
+
+    Eager and compiled, float32 and float16 cosines (mixed precision: a gradient
+    above 65,504 becomes inf there). The bound is ``loss.gradient_bound(C)``.
+    """
+    if subject.input_kind not in CLASS_INPUTS:
+        return "SKIP", "not a class-cosine loss: no angle to sweep"
+    cos, labels, norms = angle_sweep(batch.kernel.shape[1])
+    probe = subject.build(deterministic=True)
+    bound = probe.gradient_bound(cos.shape[1]) if hasattr(probe, "gradient_bound") else None
+    worst = 0.0
+    for dtype in ("float32", "float16"):
+        for mode in ("eager", backends.compiled_mode()):
+            loss = subject.build(deterministic=True)
+
+            def fn(c):
+                return keras.ops.sum(keras.ops.cast(
+                    loss.call(labels, {"cos": c, "norm": keras.ops.cast(norms, c.dtype)}), "float32"))
+
+            _, grad = backends.value_and_grad(fn, cos.astype(dtype), mode)
+            if not np.all(np.isfinite(grad)):
+                rows = sorted(set(np.argwhere(~np.isfinite(grad))[:, 0].tolist()))
+                return "FAIL", (f"{dtype} {mode}: non-finite gradient at target cosine "
+                                f"{[float(cos[r, labels[r]]) for r in rows[:3]]}")
+            largest = float(np.max(np.abs(grad)))
+            if bound is not None and largest > bound * (1 + 1e-3):
+                row = int(np.argmax(np.max(np.abs(grad), axis=1)))
+                return "FAIL", (f"{dtype} {mode}: |dL/dcos| {largest:.4g} exceeds the stated bound "
+                                f"{bound:.4g} at target cosine {float(cos[row, labels[row]])!r}")
+            worst = max(worst, largest)
+    stated = f"bound {bound:.4g}" if bound is not None else "no stated bound (gradient_bound() is None)"
+    return "PASS", (f"{len(cos)} target cosines in [-1, 1], float32/float16, eager/compiled: "
+                    f"max |dL/dcos| {worst:.4g}, {stated}")
+
+
 CHECK_FUNCTIONS = {
     "config_round_trip": check_config_round_trip,
     "shape_and_dtype": check_shape_and_dtype,
@@ -308,6 +419,9 @@ CHECK_FUNCTIONS = {
     "execution_modes": check_execution_modes,
     "half_precision": check_half_precision,
     "shape_mismatch_error": check_shape_mismatch_error,
+    "label_range": check_label_range,
+    "integer_labels": check_integer_labels,
+    "gradient_bound": check_gradient_bound,
 }
 
 

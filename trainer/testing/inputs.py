@@ -88,3 +88,45 @@ def relabelled(batch: Batch, seed: int = 2) -> Batch:
     else:  # pair losses: ids need not even be contiguous
         mapping = mapping * 7 + 3
     return Batch(batch.kind, batch.x, mapping[batch.labels].astype("int32"), kernel)
+
+
+HIGH_LABEL = 2049  # first class id float16 cannot hold (bfloat16 stops at 256)
+
+
+def high_label_batch(kind: str, batch_size: int = 8, dim: int = 8, seed: int = 0) -> Batch:
+    """Labels above 2,048, which a float16 or bfloat16 cast would round onto other ids.
+
+    Margin losses get ``HIGH_LABEL + 3 * batch_size`` classes with each embedding
+    near its class's weight, so a rounded label moves the target and the loss
+    changes a lot. Pair losses get P x 2 identities 2049, 2050, ...: float16
+    merges 2051 with 2052, bfloat16 merges them all.
+    """
+    rng = np.random.default_rng(seed)
+    if kind in ("cosines", "cosines_and_norm"):
+        classes = HIGH_LABEL + 3 * batch_size
+        labels = (HIGH_LABEL + 3 * np.arange(batch_size)).astype("int32")
+        kernel = rng.normal(size=(dim, classes)).astype("float32")
+        unit = kernel[:, labels].T / np.linalg.norm(kernel[:, labels].T, axis=1, keepdims=True)
+        x = (30.0 * unit + 3.0 * rng.normal(size=(batch_size, dim))).astype("float32")
+        return Batch(kind, x, labels, kernel)
+    labels = (HIGH_LABEL + np.repeat(np.arange(batch_size // 2), 2)).astype("int32")
+    x = rng.normal(size=(batch_size, dim)).astype("float32")
+    return Batch(kind, x, labels, None)
+
+
+def angle_sweep(classes: int = 5, seed: int = 0):
+    """(cosines (N, C), labels (N,), norms (N, 1)): row i's target cosine is the i-th sweep value.
+
+    The sweep runs from -1 to 1 through the float32 values next to +-1, where
+    d arccos / d cos is largest; other cosines are moderate, norms span 1 to 120
+    (AdaFace's z and MagFace's margin take their whole ranges).
+    """
+    rng = np.random.default_rng(seed)
+    edges = np.array([0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 5e-2])
+    values = np.unique(np.concatenate([-1.0 + edges, 1.0 - edges, np.linspace(-0.9, 0.9, 19)]))
+    values = values.astype("float32")
+    labels = (np.arange(len(values)) % classes).astype("int32")
+    cos = rng.uniform(-0.5, 0.5, size=(len(values), classes)).astype("float32")
+    cos[np.arange(len(values)), labels] = values
+    norms = np.linspace(1.0, 120.0, len(values)).astype("float32")[:, None]
+    return cos, labels, norms
