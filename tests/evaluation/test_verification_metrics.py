@@ -125,3 +125,78 @@ def test_write_bin_then_evaluate_bin_reports_every_metric(tmp_path):
 
     with pytest.raises(DataError, match="does not exist"):
         v.read_bin(str(tmp_path / "missing.bin"))
+
+
+def one_line_pairs_error(call):
+    with pytest.raises(v.PairsError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message
+    # ConfigError (a ValueError) is what every command turns into one "error:" line.
+    from trainer.registry import ConfigError
+
+    assert isinstance(caught.value, ConfigError) and isinstance(caught.value, ValueError)
+    return message
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 9, 19])
+def test_fewer_pairs_than_two_per_fold_is_one_clear_line(count):
+    """array_split used to give empty folds here and a NaN accuracy, silently."""
+    issame = np.tile([True, False], count)[:count]
+    message = one_line_pairs_error(lambda: v.ten_fold_accuracy(np.ones(count), issame))
+    assert f"{count} pairs for 10 folds" in message and "at least 20" in message
+
+
+@pytest.mark.parametrize("kind", ["positive", "negative"])
+def test_a_fold_with_one_kind_of_pair_is_one_clear_line(kind):
+    # 40 pairs, 10 folds of 4: sorted by kind, fold 1 (or 10) holds one kind only.
+    issame = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    if kind == "negative":
+        issame = issame[::-1]
+    message = one_line_pairs_error(lambda: v.verification_metrics(np.ones(40), issame))
+    assert f"fold 1 of 10 (pairs 0-3) holds only {kind} pairs" in message
+    one_line_pairs_error(lambda: v.verify_pairs(np.eye(40), np.arange(40), np.arange(40), issame))
+    # Interleaved, the same pairs are fine.
+    interleaved = np.tile([True, False], 20)
+    assert np.isfinite(v.ten_fold_accuracy(np.where(interleaved, 0.5, 1.5), interleaved)[0])
+
+
+def test_fewer_than_two_folds_is_one_clear_line():
+    assert "at least 2 folds" in one_line_pairs_error(
+        lambda: v.ten_fold_accuracy(np.ones(8), np.tile([True, False], 4), folds=1))
+
+
+def test_the_smallest_valid_split_gives_a_number():
+    """Two pairs per fold, one of each kind: the boundary the check allows."""
+    issame = np.tile([True, False], 10)
+    distances = np.where(issame, 0.5, 1.5)
+    assert v.ten_fold_accuracy(distances, issame) == (1.0, 0.0, pytest.approx([0.51] * 10))
+
+
+def test_evaluator_with_fewer_pairs_than_folds_fails_before_training():
+    message = one_line_pairs_error(lambda: v.VerificationEvaluator(pairs=8, folds=10))
+    assert message.startswith("eval.pairs=8 gives 16 pairs for eval.folds=10") and "at least 10" in message
+    assert v.VerificationEvaluator(pairs=10, folds=10).pairs == 10
+
+
+def test_a_bin_with_too_few_pairs_names_the_file(tmp_path):
+    rng = np.random.default_rng(3)
+    a, b = (rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8) for _ in range(2))
+    path = v.write_bin(str(tmp_path / "small.bin"), a, b, [True, False, True])
+    message = one_line_pairs_error(lambda: v.evaluate_bin(tiny_model(), path, folds=10))
+    assert message.startswith(f"{path}: verification got 3 pairs for 10 folds")
+
+
+def test_evaluate_command_prints_one_error_line_for_a_small_bin(tmp_path, capsys):
+    from trainer import evaluate
+
+    rng = np.random.default_rng(4)
+    a, b = (rng.integers(0, 256, (4, 8, 8, 3)).astype(np.uint8) for _ in range(2))
+    path = v.write_bin(str(tmp_path / "four.bin"), a, b, [True, False, True, False])
+    model_path = str(tmp_path / "embedding.keras")
+    tiny_model(normalised=True).save(model_path)
+    code = evaluate.main([f"model_path={model_path}", f"bin_files=[{path}]", f"output={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0] == (f"error: {path}: verification got 4 pairs for 10 folds; each fold needs a positive and "
+                      "a negative pair, so use at least 20 pairs or fewer folds")

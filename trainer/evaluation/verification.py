@@ -19,6 +19,7 @@ import pickle
 
 import numpy as np
 
+from trainer.data.errors import DataError
 from trainer.registry import EVALUATORS
 
 THRESHOLDS = np.arange(0.0, 4.0, 0.01)
@@ -105,9 +106,36 @@ def accuracy_at(threshold: float, distances: np.ndarray, issame: np.ndarray) -> 
     return float(np.mean((distances < threshold) == issame))
 
 
+class PairsError(DataError):
+    """The scored pairs cannot give a k-fold accuracy (too few, or a fold with one kind only)."""
+
+
 def fold_indices(count: int, folds: int):
     """Contiguous folds as in the LFW protocol (pairs are not shuffled first)."""
     return np.array_split(np.arange(count), folds)
+
+
+def check_folds(issame: np.ndarray, folds: int) -> None:
+    """Raise ``PairsError`` unless every fold holds a positive and a negative pair.
+
+    Otherwise a fold is empty (``array_split`` with fewer pairs than folds: its
+    accuracy is the mean of nothing, NaN) or its threshold is chosen on, or
+    scored against, one kind of pair only, and the mean accuracy means little.
+    """
+    count = len(issame)
+    if folds < 2:
+        raise PairsError(f"verification needs at least 2 folds (the threshold is chosen on the others), got {folds}")
+    if count < 2 * folds:
+        raise PairsError(
+            f"verification got {count} pairs for {folds} folds; each fold needs a positive and a negative "
+            f"pair, so use at least {2 * folds} pairs or fewer folds")
+    for number, test in enumerate(fold_indices(count, folds)):
+        positives = int(np.sum(issame[test]))
+        if positives == 0 or positives == len(test):
+            kind = "negative" if positives == 0 else "positive"
+            raise PairsError(
+                f"verification fold {number + 1} of {folds} (pairs {test[0]}-{test[-1]}) holds only {kind} "
+                f"pairs; folds are contiguous, so interleave or shuffle positives and negatives")
 
 
 def ten_fold_accuracy(distances: np.ndarray, issame: np.ndarray, folds: int = 10,
@@ -115,6 +143,7 @@ def ten_fold_accuracy(distances: np.ndarray, issame: np.ndarray, folds: int = 10
     """(mean accuracy, std, best threshold per fold)."""
     distances = np.asarray(distances, np.float64)
     issame = np.asarray(issame, bool)
+    check_folds(issame, folds)
     # accuracy[t, i]: is pair i classified right at threshold t (computed once, vectorised).
     correct = (distances[None, :] < thresholds[:, None]) == issame[None, :]
     accuracies, best = [], []
@@ -291,7 +320,10 @@ def evaluate_bin(model, path: str, folds: int = 10, batch_size: int = 256, with_
     images, issame = read_bin(path, size)
     embeddings, xnorm = embed_with_norm(unnormalised(model), images, batch_size)
     distances = squared_distances(embeddings[0::2], embeddings[1::2])
-    metrics = verification_metrics(distances, issame, folds, xnorm)
+    try:
+        metrics = verification_metrics(distances, issame, folds, xnorm)
+    except PairsError as error:  # the set is the user's to fix: say which one
+        raise PairsError(f"{path}: {error}") from None
     return (metrics, roc_curve(distances, issame)) if with_curve else metrics
 
 
@@ -318,6 +350,12 @@ class VerificationEvaluator:
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.bin_files = list(bin_files or [])
+        # Interleaved pairs in contiguous folds: every fold holds both kinds iff it
+        # holds at least two pairs, i.e. pairs >= folds. Say so before any training.
+        if self.folds >= 2 and self.pairs < self.folds:
+            raise PairsError(
+                f"eval.pairs={self.pairs} gives {2 * self.pairs} pairs for eval.folds={self.folds}; each fold "
+                f"needs a positive and a negative pair: set eval.pairs to at least {self.folds}")
 
     def evaluate(self, embedding_model, source) -> dict:
         from trainer.data.pipeline import materialise
