@@ -1,14 +1,18 @@
-"""Evaluate a saved embedding model: ``.bin`` sets, an image folder, albums, a model update.
+"""Evaluate a saved embedding model: ``.bin`` sets, an image folder, albums, a model update, IJB, retrieval.
 
     python -m trainer.evaluate model_path=runs/x/export/embedding.keras bin_files=[lfw.bin,agedb_30.bin]
     python -m trainer.evaluate model_path=... folder=/data/people pairs=3000 seed=0
     python -m trainer.evaluate model_path=... album=true                     # built-in held-out families
     python -m trainer.evaluate model_path=... album=true data=folder data.path=/p data.families_file=f.csv
     python -m trainer.evaluate model_path=new.keras old_model_path=old.keras album=true
+    python -m trainer.evaluate model_path=... ijb=/data/IJB_release/IJBC ijb.subset=IJBC
+    python -m trainer.evaluate model_path=... retrieval=true                 # built-in held-out identities
+    python -m trainer.evaluate model_path=... retrieval=true folder=/q retrieval_gallery=/g
 
-Writes ``report.json``, ``roc.png`` and ``summary.html`` to ``output`` (default:
-``evaluation/`` beside the model's folder). ``data=...``/``data.<key>=...`` pick
-the data set for albums as in training; its image size follows the model.
+Writes ``report.json``, ``roc.png`` (``ijb_roc.png`` for IJB) and ``summary.html``
+to ``output`` (default: ``evaluation/`` beside the model's folder).
+``data=...``/``data.<key>=...`` pick the data set for albums and retrieval as
+in training; its image size follows the model.
 """
 
 from __future__ import annotations
@@ -18,12 +22,20 @@ import json
 import os
 import sys
 
+import numpy as np
+
 USAGE = ("usage: python -m trainer.evaluate model_path=<model.keras> [bin_files=[a.bin,...]] "
          "[folder=<identity folders>] [pairs=3000] [seed=0] [album=true] [old_model_path=<model.keras>] "
-         "[threshold=auto|0.5] [linkage=average] [output=<dir>] [data=<source> data.<key>=...]")
+         "[threshold=auto|0.5] [linkage=average] [ijb=<IJB root> ijb.subset=IJBC|IJBB] "
+         "[retrieval=true] [retrieval_gallery=<identity folders>] [retrieval_k=[1,5,10]] "
+         "[output=<dir>] [data=<source> data.<key>=...]")
 DEFAULTS = {"model_path": None, "bin_files": [], "folder": None, "pairs": 3000, "seed": 0, "folds": 10,
             "album": False, "old_model_path": None, "threshold": "auto", "linkage": "average",
-            "period_fraction": 0.5, "min_album": 2, "batch_size": 256, "output": None}
+            "period_fraction": 0.5, "min_album": 2, "batch_size": 256, "output": None,
+            "ijb": None, "retrieval": False, "retrieval_gallery": None, "retrieval_k": [1, 5, 10]}
+# ``ijb=<root>`` is ``ijb.root``; the other keys tune the protocol (published setting by default:
+# mirror-summed features, un-normalised face features weighted by detector score).
+IJB_DEFAULTS = {"root": None, "subset": "IJBC", "flip": True, "detector_score": True, "norm_score": True}
 
 
 def load_model(path: str):
@@ -58,9 +70,20 @@ def evaluate(options: dict, data_overrides=()) -> dict:
         report["verification"][name] = metrics
     if _truthy(o["album"]) or o["old_model_path"]:
         report.update(album_evaluation(model, o, size, data_overrides))
+    if _truthy(o["retrieval"]):
+        report["retrieval"] = retrieval_evaluation(model, o, size, data_overrides)
+    ijb_options = ijb_settings(o["ijb"])
+    ijb_curve = None
+    if ijb_options["root"]:
+        report["ijb"], ijb_curve = ijb_evaluation(model, ijb_options, int(o["batch_size"]))
     os.makedirs(output, exist_ok=True)
     if curves:
         report["roc_png"] = v.plot_roc(curves, os.path.join(output, "roc.png"))
+    if ijb_curve is not None:
+        from trainer.evaluation.ijb import plot_rocs
+
+        report["ijb"]["roc_png"] = plot_rocs({f"{report['ijb']['subset']} 1:1": ijb_curve},
+                                             os.path.join(output, "ijb_roc.png"))
     from trainer.atomic import write_json, write_text
 
     write_json(os.path.join(output, "report.json"), report)
@@ -113,6 +136,86 @@ def album_evaluation(model, o: dict, size: int, data_overrides) -> dict:
     return result
 
 
+def ijb_settings(value) -> dict:
+    """``ijb=<root>`` (a string) or ``{"root": ..., "subset": ...}`` → every IJB setting."""
+    from trainer.registry import ConfigError, did_you_mean
+
+    value = {} if value in (None, "") else ({"root": value} if isinstance(value, str) else dict(value))
+    for key in value:
+        if key not in IJB_DEFAULTS:
+            raise ConfigError(f"unknown option 'ijb.{key}': {did_you_mean(key, IJB_DEFAULTS)}")
+    settings = {**IJB_DEFAULTS, **value}
+    if any(key != "root" for key in value) and not settings["root"]:
+        raise ConfigError("ijb.* options need the set's folder: ijb=<root of loose_crop/ and meta/>")
+    return settings
+
+
+def ijb_evaluation(model, settings: dict, batch_size: int):
+    """IJB 1:1 and 1:N report, and the 1:1 ROC (FAR, TAR) for the plot."""
+    from trainer.evaluation.ijb import evaluate_ijb
+
+    return evaluate_ijb(model, str(settings["root"]), str(settings["subset"]), batch_size,
+                        flip=_truthy(settings["flip"]), detector_score=_truthy(settings["detector_score"]),
+                        norm_score=_truthy(settings["norm_score"]), with_curve=True)
+
+
+def retrieval_evaluation(model, o: dict, size: int, data_overrides) -> dict:
+    """Retrieval metrics of ``folder`` (or the data set's held-out identities) as its own reference,
+    or against ``retrieval_gallery`` (identities matched by folder name)."""
+    from trainer.data.errors import DataError
+    from trainer.evaluation.retrieval import retrieval_metrics
+    from trainer.evaluation.verification import embed
+
+    batch_size, ks = int(o["batch_size"]), [int(k) for k in (o["retrieval_k"] or [1])]
+    if o["folder"]:
+        names, images, labels = identity_folder(str(o["folder"]), size)
+        queries = f"folder {o['folder']}"
+    else:
+        if o["retrieval_gallery"]:
+            raise DataError("retrieval_gallery= needs folder= for the queries (identities are matched by name)")
+        images, labels = heldout_examples(size, data_overrides)
+        queries = "held-out identities of the data set"
+    embeddings = embed(model, images, batch_size)
+    if not o["retrieval_gallery"]:
+        result = retrieval_metrics(embeddings, labels, ks=ks)
+    else:
+        gallery_names, gallery_images, gallery_labels = identity_folder(str(o["retrieval_gallery"]), size)
+        # The same person may hold different label numbers in the two folders: relabel by name.
+        index = {name: i for i, name in enumerate(names)}
+        relabel = [index.setdefault(name, len(index)) for name in gallery_names]
+        result = retrieval_metrics(embeddings, labels, embed(model, gallery_images, batch_size),
+                                   np.asarray(relabel)[gallery_labels], ks=ks)
+        result["gallery"] = str(o["retrieval_gallery"])
+    result["query_set"] = queries
+    return result
+
+
+def identity_folder(folder: str, size: int):
+    """(identity names, images resized to ``size``, labels) of ``folder/<identity>/*``."""
+    from trainer.data.pipeline import materialise
+    from trainer.data.sources.folder import FolderSource
+
+    source = FolderSource(path=folder, image_size=size, resize=True, on_corrupt="skip")
+    images, labels = materialise(source.train())
+    return source.identities, images, labels
+
+
+def heldout_examples(size: int, data_overrides):
+    """(images, labels) of the held-out identities of ``data=...`` (as in training) at ``size``."""
+    from trainer.config import compose
+    from trainer.data.errors import DataError
+    from trainer.data.pipeline import materialise
+    from trainer.registry import DATASETS
+
+    overrides = list(data_overrides)
+    if not any(x.startswith("data.image_size=") for x in overrides):
+        overrides.append(f"data.image_size={size}")
+    heldout = DATASETS.build(compose(overrides).data).heldout()
+    if heldout is None:
+        raise DataError("this data set has no held-out identities; give folder=<identity folders>")
+    return materialise(heldout)
+
+
 def summary_html(report: dict) -> str:
     """A one-page summary: verification table, album scores, ROC image."""
     rows = []
@@ -146,12 +249,72 @@ def summary_html(report: dict) -> str:
     if "model_update" in report:
         parts.append("<h2>Model update</h2><pre>" + html.escape(json.dumps(report["model_update"], indent=2))
                      + "</pre>")
+    if "ijb" in report:
+        parts.append(_ijb_html(report["ijb"]))
+    if "retrieval" in report:
+        parts.append(_retrieval_html(report["retrieval"]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _ijb_html(ijb: dict) -> str:
+    one = ijb["verification"]
+    heads = "".join(f"<th>{far}</th>" for far in one["tar_at_far"])
+    cells = "".join(f"<td>{_number(t)}</td>" for t in one["tar_at_far"].values())
+    parts = [f"<h2>{html.escape(ijb['subset'])} (IJB)</h2><p>{ijb['templates']} templates, {ijb['faces']} faces, "
+             f"{one['positives']} positive and {one['negatives']} negative template pairs</p>",
+             f"<h3>1:1 TAR at FAR</h3><table border=1 cellpadding=4><tr>{heads}<th>ROC AUC</th></tr>"
+             f"<tr>{cells}<td>{_number(one['roc_auc'])}</td></tr></table>"]
+    if ijb.get("roc_png"):
+        parts.append("<p><img src='ijb_roc.png' alt='IJB ROC'></p>")
+    if "identification" in ijb:
+        first = next(iter(ijb["identification"].values()))
+        heads = "".join(f"<th>rank-{k}</th>" for k in first["rank"]) + "".join(
+            f"<th>TPIR at FPIR {f}</th>" for f in first["tpir_at_fpir"])
+        rows = "".join(f"<tr><td>{html.escape(name)}</td>"
+                       + "".join(f"<td>{_number(x)}</td>" for x in (*r["rank"].values(), *r["tpir_at_fpir"].values()))
+                       + "</tr>" for name, r in ijb["identification"].items())
+        parts.append(f"<h3>1:N</h3><table border=1 cellpadding=4><tr><th>gallery</th>{heads}</tr>{rows}</table>")
+    return "".join(parts)
+
+
+def _retrieval_html(r: dict) -> str:
+    recalls = "".join(f"<th>recall@{k}</th>" for k in r["recall_at_k"])
+    values = "".join(f"<td>{_number(x)}</td>" for x in r["recall_at_k"].values())
+    against = f"gallery {r['gallery']}" if r.get("gallery") else "itself (self-matches excluded)"
+    return (f"<h2>Retrieval</h2><p>{r['queries']} queries from {html.escape(r['query_set'])} against "
+            f"{html.escape(against)}, {r['references']} references; {r['skipped']} queries had nothing to find</p>"
+            f"<table border=1 cellpadding=4><tr><th>precision@1</th><th>R-precision</th><th>MAP@R</th>{recalls}</tr>"
+            f"<tr><td>{_number(r['precision_at_1'])}</td><td>{_number(r['r_precision'])}</td>"
+            f"<td>{_number(r['map_at_r'])}</td>{values}</tr></table>")
+
+
 def _truthy(value) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def result_lines(report: dict) -> list[str]:
+    """The console lines of the IJB and retrieval results."""
+    lines = []
+    if "ijb" in report:
+        ijb = report["ijb"]
+        tars = ", ".join(f"{far} {_number(t)}" for far, t in ijb["verification"]["tar_at_far"].items())
+        lines.append(f"{ijb['subset']} 1:1 TAR at FAR: {tars} ({ijb['verification']['pairs']} pairs)")
+        for name, r in ijb.get("identification", {}).items():
+            ranks = ", ".join(f"rank-{k} {_number(x)}" for k, x in r["rank"].items())
+            tpirs = ", ".join(f"TPIR@FPIR={f} {_number(x)}" for f, x in r["tpir_at_fpir"].items())
+            lines.append(f"{ijb['subset']} 1:N {name}: {ranks}, {tpirs}")
+    if "retrieval" in report:
+        r = report["retrieval"]
+        recalls = ", ".join(f"recall@{k} {_number(x)}" for k, x in r["recall_at_k"].items())
+        lines.append(f"retrieval: precision@1 {_number(r['precision_at_1'])}, R-precision "
+                     f"{_number(r['r_precision'])}, MAP@R {_number(r['map_at_r'])}, {recalls} "
+                     f"({r['queries']} queries)")
+    return lines
 
 
 def parse(argv) -> tuple[dict, list[str]]:
@@ -166,6 +329,9 @@ def parse(argv) -> tuple[dict, list[str]]:
             raise ConfigError(f"unexpected argument {arg!r}; {USAGE}")
         if key == "data" or key.startswith("data."):
             data.append(arg)
+        elif key == "ijb" or key.startswith("ijb."):
+            # ijb=<root> and ijb.<key>=... together: the root is the node's `root` key.
+            ours.append("ijb.root" + arg[len("ijb"):] if key == "ijb" else arg)
         elif key in DEFAULTS:
             ours.append(arg)
         else:
@@ -199,6 +365,8 @@ def main(argv=None) -> int:
         u = report["model_update"]
         print(f"model update: verification old/old {u['verification_old_old']}, new/new {u['verification_new_new']}, "
               f"old/new {u['verification_old_new']}; breakage {u['breakage_old_to_new']}")
+    for line in result_lines(report):
+        print(line)
     print(f"report: {os.path.join(report['output'], 'report.json')}")
     return 0
 
