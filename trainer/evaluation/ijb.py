@@ -184,11 +184,12 @@ def face_features(model, batches, flip: bool = True) -> np.ndarray:
 
 def face_weights(features: np.ndarray, scores: np.ndarray | None, norm_score: bool) -> np.ndarray:
     """Each face's feature as it enters pooling: unit length unless ``norm_score``, times its score."""
-    features = np.asarray(features, np.float64)
+    # Float32 in, float32 out: IJB-C holds 469k faces, and pooling sums in float64 anyway.
+    features = np.asarray(features)
     if not norm_score:
         features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     if scores is not None:
-        features = features * np.asarray(scores, np.float64)[:, None]
+        features = features * np.asarray(scores, features.dtype)[:, None]
     return features
 
 
@@ -199,7 +200,8 @@ def pool_templates(features: np.ndarray, templates: np.ndarray, medias: np.ndarr
     t_sorted, m_sorted = templates[order], medias[order]
     media_start = np.flatnonzero(np.r_[True, (np.diff(t_sorted) != 0) | (np.diff(m_sorted) != 0)])
     counts = np.diff(np.r_[media_start, len(order)])
-    media_means = np.add.reduceat(np.asarray(features, np.float64)[order], media_start, axis=0) / counts[:, None]
+    media_means = np.add.reduceat(np.asarray(features)[order], media_start, axis=0,
+                                  dtype=np.float64) / counts[:, None]
     media_template = t_sorted[media_start]
     template_start = np.flatnonzero(np.r_[True, np.diff(media_template) != 0])
     pooled = np.add.reduceat(media_means, template_start, axis=0)
