@@ -27,7 +27,9 @@ def run_cli(tmp_path):
     import subprocess
 
     def run(*args, timeout=600, cwd=None, env=None):
-        environment = {**os.environ, "PYTHONPATH": REPO, **(env or {})}
+        # env values of None remove a variable (e.g. WANDB_MODE, to run the default logger)
+        environment = {k: v for k, v in {**os.environ, "PYTHONPATH": REPO, **(env or {})}.items()
+                       if v is not None}
         return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=cwd or tmp_path,
                               capture_output=True, text=True, timeout=timeout, env=environment)
 

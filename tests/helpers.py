@@ -1,0 +1,68 @@
+"""Readers of what a run leaves for people's tools: TensorBoard event files and wandb offline runs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import struct
+
+WANDB_BLOCK = 32 * 1024  # wandb's run file is a LevelDB-style log of 32 KiB blocks
+WANDB_HEADER = 7  # ":W&B" + 3 bytes of version
+
+
+def read_tensorboard_scalars(folder) -> dict:
+    """{tag: last value} of every scalar in the event files of ``folder``."""
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(glob.glob(os.path.join(str(folder), "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalars[value.tag] = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") \
+                    else float(value.simple_value)
+    return scalars
+
+
+def _wandb_records(data: bytes):
+    """The records of a wandb run file: chunks (full=1, first=2, middle=3, last=4) in blocks."""
+    position, pending = WANDB_HEADER, b""
+    while position + 7 <= len(data):
+        left_in_block = WANDB_BLOCK - position % WANDB_BLOCK
+        if left_in_block < 7:
+            position += left_in_block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if length == 0 and kind == 0:  # zero padding up to the block's end
+            position += left_in_block
+            continue
+        chunk = data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+        elif kind == 4:
+            yield pending + chunk
+            pending = b""
+
+
+def read_wandb_offline(wandb_dir) -> dict:
+    """{key: value} of everything logged to the offline runs under ``wandb_dir`` (history and summary)."""
+    from wandb.proto import wandb_internal_pb2
+
+    logged = {}
+    for path in sorted(glob.glob(os.path.join(str(wandb_dir), "offline-run-*", "*.wandb"))):
+        with open(path, "rb") as f:
+            data = f.read()
+        for raw in _wandb_records(data):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(raw)
+            kind = record.WhichOneof("record_type")
+            items = record.history.item if kind == "history" else \
+                record.summary.update if kind == "summary" else []
+            for item in items:
+                logged[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return logged
