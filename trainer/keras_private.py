@@ -1,0 +1,94 @@
+"""Every use of Keras's private API, in one place.
+
+Keras does not export a few things a training framework needs: the base of its
+own preprocessing layers (``DataLayer``: it switches a layer to TensorFlow ops
+inside ``tf.data`` whatever the backend), a layer's per-backend seed generator,
+the per-replica loss scaling that ``compute_loss`` applies, and the TensorFlow
+trainer's log reduction. They live under ``keras.src`` and move between
+releases, so setup.py bounds Keras at the newest release tested, and
+``tests/trainer/test_keras_private.py`` names the symbol that moved when a new
+release breaks one of them. Nothing else in the code base imports ``keras.src``
+or calls a private Keras method; components and docs use the public wrappers
+exported here (``scale_loss_for_distribution`` is re-exported publicly by
+``loops.base`` for loops).
+"""
+
+from __future__ import annotations
+
+from keras.src.layers.preprocessing.data_layer import DataLayer
+from keras.src.losses.loss import (reduce_weighted_values, scale_loss_for_distribution,
+                                   unscale_loss_for_distribution)
+
+# (module, attribute) of every private symbol used: the test imports each one.
+PRIVATE_SYMBOLS = (
+    ("keras.src.layers.preprocessing.data_layer", "DataLayer"),
+    ("keras.src.losses.loss", "reduce_weighted_values"),
+    ("keras.src.losses.loss", "scale_loss_for_distribution"),
+    ("keras.src.losses.loss", "unscale_loss_for_distribution"),
+    ("keras.src.utils.backend_utils", "in_tf_graph"),
+    ("keras.src.tree", "map_structure"),
+    ("keras.src.backend.tensorflow.trainer", "reduce_per_replica"),
+)
+# Private methods and attributes of public classes, checked on a live layer by the test.
+PRIVATE_MEMBERS = (
+    ("DataLayer", "_get_seed_generator"),
+    ("DataLayer", "backend._backend"),
+    ("DataLayer", "backend.set_backend"),
+    ("Layer", "_flatten_layers"),
+    ("Layer", "_seed_generators"),
+)
+
+__all__ = ["DataLayer", "backend_name", "in_tf_graph", "reduce_weighted_values",
+           "scale_loss_for_distribution", "seed_generator", "sublayers", "tensorflow_trainer",
+           "unscale_loss_for_distribution", "using_backend", "own_seed_generators"]
+
+
+def in_tf_graph() -> bool:
+    """True while tracing a ``tf.function`` / ``tf.data`` map (any Keras backend)."""
+    from keras.src.utils import backend_utils
+
+    return backend_utils.in_tf_graph()
+
+
+def backend_name(layer: DataLayer) -> str:
+    """The backend a ``DataLayer`` computes with right now ("tensorflow" inside tf.data)."""
+    return layer.backend._backend
+
+
+def seed_generator(layer: DataLayer, backend: str | None = None):
+    """The layer's ``SeedGenerator`` for ``backend`` (default: the one it computes with now)."""
+    return layer._get_seed_generator(backend or backend_name(layer))
+
+
+class using_backend:
+    """Context: a ``DataLayer`` computes with ``backend`` inside the block."""
+
+    def __init__(self, layer: DataLayer, backend: str):
+        self.layer, self.backend, self.previous = layer, backend, None
+
+    def __enter__(self):
+        self.previous = backend_name(self.layer)
+        self.layer.backend.set_backend(self.backend)
+        return self.layer
+
+    def __exit__(self, *exc):
+        self.layer.backend.set_backend(self.previous)
+        return False
+
+
+def sublayers(layer) -> list:
+    """``layer`` and every layer nested in it, each once."""
+    return list(layer._flatten_layers(include_self=True, recursive=True))
+
+
+def own_seed_generators(layer) -> list:
+    """Seed generators a plain Keras layer (not a ``DataLayer``) tracks itself."""
+    return list(getattr(layer, "_seed_generators", []) or [])
+
+
+def tensorflow_trainer():
+    """Keras's TensorFlow trainer module and ``keras.src.tree`` (for the multi-worker log patch)."""
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    return trainer, tree
