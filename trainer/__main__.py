@@ -6,10 +6,54 @@ everything else is Hydra's usual behaviour (``--multirun``, ``--cfg job``, ...).
 
 import sys
 
+# Hydra's flags that take the next argument as their value.
+VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--cfg", "-c",
+               "--package", "-p", "--experimental-rerun"}
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def _arguments(argv):
+    """(overrides, flags, config dirs, other): Hydra's flags and their values kept apart.
+
+    ``other`` is True when a flag other than ``--config-dir`` is present.
+    """
+    overrides, flags, config_dirs, other = [], [], [], False
+    pending = None
+    for argument in argv:
+        if pending is not None:
+            flags.append(argument)
+            if pending in CONFIG_DIR_FLAGS:
+                config_dirs.append(argument)
+            pending = None
+        elif argument.startswith("-"):
+            flags.append(argument)
+            name, sep, value = argument.partition("=")
+            if name in CONFIG_DIR_FLAGS and sep:
+                config_dirs.append(value)
+            elif argument in VALUE_FLAGS:
+                pending = argument
+            other = other or name not in CONFIG_DIR_FLAGS
+        else:
+            overrides.append(argument)
+    return overrides, flags, config_dirs, other
+
 
 def _overrides(argv):
-    """The ``key=value`` arguments, without Hydra's own flags."""
-    return [a for a in argv if "=" in a and not a.startswith("-")]
+    """The override arguments, without Hydra's own flags and their values."""
+    return _arguments(argv)[0]
+
+
+def _split_value(overrides):
+    """A one-line error for a value with spaces that the shell split into two arguments."""
+    for previous, argument in zip([None, *overrides], overrides):
+        if "=" in argument or argument.startswith("~"):
+            continue
+        if previous is not None and "=" in previous:
+            return (f"'{argument}' is not key=value: it looks like the rest of "
+                    f"{previous.partition('=')[0]}; quote a value with spaces as one argument: "
+                    f"'{previous} {argument}'")
+        return f"'{argument}' is not key=value (group=option, group.key=value or ~group.key)"
+    return None
 
 
 def main(argv=None) -> int:
@@ -18,14 +62,20 @@ def main(argv=None) -> int:
         from trainer.console import quiet_startup
 
         quiet_startup()
-    from trainer.config import compose, register_resolvers, searchpath_override
+    from trainer.config import compose, register_resolvers, with_searchpath
     from trainer.registry import ConfigError
 
     register_resolvers()
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    if not multirun and not any(a.startswith("--") and a not in ("--multirun",) for a in argv):
+    overrides, flags, config_dirs, other_flags = _arguments(argv)
+    # Only --config-dir changes what a plain job composes; other flags (--multirun sweeps,
+    # --cfg, --info, other config names) are Hydra's to handle.
+    if not other_flags:
         try:
-            compose(_overrides(argv))  # names, keys and values checked before Hydra starts the job
+            problem = _split_value(overrides)
+            if problem:
+                raise ConfigError(problem)
+            # names, keys, numbers and component classes checked before Hydra starts the job
+            compose(overrides, config_dirs=config_dirs)
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -38,7 +88,7 @@ def main(argv=None) -> int:
 
         return main_job(cfg)
 
-    sys.argv = [sys.argv[0], *argv, *searchpath_override()]
+    sys.argv = [sys.argv[0], *flags, *with_searchpath(overrides)]
     run()
     return 0
 

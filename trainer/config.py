@@ -1,8 +1,10 @@
 """Hydra composition and the checks that run before any data is read.
 
 ``compose`` gives the config exactly as the command line builds it; ``preflight``
-turns Hydra's multi-line composition errors into one line with the right spelling;
-``validate`` checks every component node against its registry.
+turns Hydra's multi-line composition errors into one line with the right spelling
+(and YAML syntax errors into ``file:line:column``); ``validate`` checks the
+declared numeric keys against their ranges and every component node against
+its registry. All of it runs before any data is read or anything is built.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.resources
+import math
+import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.registry import REGISTRIES, ConfigError, did_you_mean, split_node
+from trainer.registry import (REGISTRIES, ConfigError, NotANumber, did_you_mean, is_number,
+                              split_node, to_plain)
 
 CONFIG_MODULE = "conf"
 PLUGIN_CONFIG_GROUP = "facetrain.conf"  # entry points naming packages that hold extra YAML
@@ -46,32 +52,69 @@ RUNTIME_VALUES = {
 }
 
 
+
+
+@dataclass(frozen=True)
+class NumberKey:
+    """A top-level numeric key: its type, lower bound and whether ``null`` is allowed."""
+
+    integer: bool
+    minimum: float
+    strict: bool = False          # True: value > minimum; False: value >= minimum
+    nullable: bool = False
+    meaning: str = ""
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        bound = f"{'>' if self.strict else '>='} {self.minimum:g}"
+        return f"{kind} {bound}" + (" or null" if self.nullable else "") + (
+            f" ({self.meaning})" if self.meaning else "")
+
+    def problem(self, value) -> str | None:
+        """Why ``value`` is not valid (None: it is)."""
+        if value is None:
+            return None if self.nullable else "is not set"
+        if not is_number(value):
+            return "is not a number"
+        if not math.isfinite(value):
+            return "is not finite"
+        if self.integer and value != int(value):
+            return "is not a whole number"
+        if value < self.minimum or (self.strict and value == self.minimum):
+            return "is out of range"
+        return None
+
+
+# The top-level numbers a job reads. Each is checked before any data is read; a
+# component's own numbers (loss.margin, ...) are checked by its registry.
+NUMBER_KEYS = {
+    "trainer.epochs": NumberKey(integer=True, minimum=1, meaning="passes over the training set"),
+    "trainer.batch_size": NumberKey(integer=True, minimum=1, meaning="the global batch"),
+    "trainer.steps_per_epoch": NumberKey(integer=True, minimum=1, nullable=True,
+                                         meaning="null: derived from the data set"),
+    "trainer.seed": NumberKey(integer=True, minimum=0),
+    "optimizer.lr": NumberKey(integer=False, minimum=0, strict=True,
+                              meaning="the learning rate for the global batch"),
+    "data.image_size": NumberKey(integer=True, minimum=1, meaning="pixels, square"),
+}
+# Keys checked only when present (a data source may take its size from the data).
+# The others are required whenever their group is in the config.
+OPTIONAL_NUMBER_KEYS = {"data.image_size"}
+
+
 def _run_dir_name(name, override_dirname) -> str:
     """The run folder: the given name, else one derived from the overrides.
 
-    Deriving it from the command makes "rerun the same command" resume the
-    same run; a folder holding a finished run is never reused (suffix -2, -3 ...).
+    Deriving it from the command makes "rerun the same command" find the same
+    run: an unfinished one resumes there, a finished one is reported and left
+    unchanged (``trainer.run.AlreadyFinished``).
     """
-    import json
-    import os
-
     if name:
         return str(name)
     base = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", str(override_dirname or "")) or "default"
     if len(base) > 80:
         base = base[:60] + "-" + hashlib.sha1(base.encode()).hexdigest()[:8]
-    candidate, n = base, 1
-    while True:
-        metrics = os.path.join("runs", candidate, "metrics.json")
-        try:
-            with open(metrics) as f:
-                finished = json.load(f).get("status") == "finished"
-        except (OSError, ValueError):
-            finished = False
-        if not finished:
-            return candidate
-        n += 1
-        candidate = f"{base}-{n}"
+    return base
 
 
 def register_resolvers() -> None:
@@ -89,18 +132,53 @@ def searchpath_override() -> list[str]:
     return [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+def with_searchpath(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> list[str]:
+    """``overrides`` with one ``hydra.searchpath`` holding the user's paths, then plugin paths.
+
+    Hydra reads only the first ``hydra.searchpath`` override, so appending the
+    plugins' own would silently drop a user's ``hydra.searchpath=[...]`` (or the
+    reverse). ``config_dirs`` (``--config-dir``) go first, as Hydra puts them.
+    """
+    user: list[str] = [f"file://{os.path.abspath(d)}" for d in config_dirs]
+    rest = []
+    for override in overrides:
+        if override.partition("=")[0].lstrip("+") == "hydra.searchpath":
+            user += _searchpath_entries(override)
+        else:
+            rest.append(override)
+    paths = user + [p for p in plugin_search_paths() if p not in user]
+    return rest + ([f"hydra.searchpath=[{','.join(paths)}]"] if paths else [])
+
+
+def _searchpath_entries(override: str) -> list[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        value = OverridesParser.create().parse_override(override).value()
+    except OverrideParseException as error:
+        raise ConfigError(_override_message(error)) from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{override}: hydra.searchpath must be a list of paths, e.g. "
+                          "hydra.searchpath=[file:///home/me/conf]")
+    return list(value)
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config",
+            config_dirs: Sequence[str] = ()) -> DictConfig:
     """The resolved config for ``overrides`` (no Hydra run needed), validated.
 
     A composition error is diagnosed by ``preflight`` into one line that names
-    the mistake and the nearest right spelling.
+    the mistake and the nearest right spelling. ``config_dirs`` are extra config
+    folders, as ``--config-dir`` gives them on the command line.
     """
     register_resolvers()
-    overrides = list(overrides)
+    overrides = with_searchpath(overrides, config_dirs)
     try:
         cfg = _hydra_compose(overrides, config_name)
-    except ConfigError:
-        preflight(overrides)  # raises the precise message when it can tell what is wrong
+    except ConfigError as error:
+        if not _syntax_error(error):  # a YAML or override syntax error already says where
+            preflight(overrides)  # raises the precise message when it can tell what is wrong
         raise
     validate(cfg)
     return cfg
@@ -114,38 +192,107 @@ def _hydra_compose(overrides: Sequence[str], config_name: str = "config") -> Dic
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            return hydra_compose(config_name=config_name,
-                                 overrides=list(overrides) + searchpath_override())
-        except Exception as error:  # Hydra's own message, reduced to its first line
-            raise ConfigError(_first_line(error)) from error
+            return hydra_compose(config_name=config_name, overrides=with_searchpath(overrides))
+        except Exception as error:  # Hydra's own message, reduced to one line
+            raise ConfigError(hydra_error_line(error)) from error
+
+
+def hydra_error_line(error: BaseException) -> str:
+    """One line for a Hydra composition error: YAML position, override syntax, else its first line."""
+    import yaml
+    from hydra.errors import OverrideParseException
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, yaml.MarkedYAMLError) and cause.problem_mark is not None:
+            return yaml_error_line(cause)
+        if isinstance(cause, OverrideParseException):
+            return _override_message(cause)
+        cause = cause.__cause__ or cause.__context__
+    return _first_line(error)
+
+
+def _syntax_error(error: BaseException) -> bool:
+    import yaml
+    from hydra.errors import OverrideParseException
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, (yaml.MarkedYAMLError, OverrideParseException)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def yaml_error_line(error) -> str:
+    """``file:line:column: YAML syntax error: problem (context)``, 1-based as editors count."""
+    mark = error.problem_mark
+    context = f" ({error.context})" if error.context else ""
+    return (f"{mark.name}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: "
+            f"{error.problem}{context}")
+
+
+def _override_message(error) -> str:
+    """Hydra's override parser error as one line that says how to quote the value."""
+    override = getattr(error, "override", None) or ""
+    key, sep, value = override.partition("=")
+    if not sep:
+        return (f"'{override}' is not key=value: if it is the rest of a value with spaces, quote "
+                f"the whole argument, e.g. 'data.path=/my photos/x'")
+    hint = value.replace("'", "\\'")
+    return (f"{override}: Hydra cannot read this value ({_first_line(error)}); quote it, with the "
+            f"shell's quotes around Hydra's: \"{key}='{hint}'\"")
 
 
 # -- preflight: one clear line for the usual command-line mistakes ------------
 
-def group_options(group: str) -> list[str]:
-    """The YAML options of a config group, built-in and from plugins."""
+def group_options(group: str, searchpath: Sequence[str] = ()) -> list[str]:
+    """The YAML options of a config group: built-in, from plugins and from ``searchpath``.
+
+    ``searchpath`` holds Hydra search-path entries (``file://dir``, ``pkg://module``),
+    as ``--config-dir`` and ``hydra.searchpath`` give them.
+    """
     options: set[str] = set()
-    roots = [importlib.resources.files(CONFIG_MODULE)]
-    for ep in importlib.metadata.entry_points(group=PLUGIN_CONFIG_GROUP):
-        try:
-            roots.append(importlib.resources.files(ep.value))
-        except ModuleNotFoundError:
-            continue
-    for root in roots:
+    for root in _config_roots(searchpath):
         folder = root.joinpath(*group.split("/"))
         if folder.is_dir():
             options.update(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
     return sorted(options)
 
 
-def config_groups() -> list[str]:
-    root = importlib.resources.files(CONFIG_MODULE)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+def _config_roots(searchpath: Sequence[str] = ()):
+    import pathlib
+
+    roots = [importlib.resources.files(CONFIG_MODULE)]
+    modules = [ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_CONFIG_GROUP)]
+    for entry in searchpath:
+        if entry.startswith("pkg://"):
+            modules.append(entry[len("pkg://"):].replace("/", "."))
+        elif entry.startswith("file://"):
+            roots.append(pathlib.Path(entry[len("file://"):]))
+        else:
+            roots.append(pathlib.Path(entry))
+    for module in dict.fromkeys(modules):
+        try:
+            roots.append(importlib.resources.files(module))
+        except ModuleNotFoundError:
+            continue
+    return roots
+
+
+def config_groups(searchpath: Sequence[str] = ()) -> list[str]:
+    groups = set()
+    for root in _config_roots(searchpath):
+        if root.is_dir():
+            groups.update(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    return sorted(groups)
 
 
 def preflight(overrides: Sequence[str]) -> None:
     """Check ``group=option`` choices and ``group.key=value`` keys before composing."""
-    groups = config_groups()
+    searchpath = [p for o in overrides if o.partition("=")[0].lstrip("+") == "hydra.searchpath"
+                  for p in _searchpath_entries(o)]
+    groups = config_groups(searchpath)
     selections = []
     for override in overrides:
         key, sep, value = override.partition("=")
@@ -155,23 +302,29 @@ def preflight(overrides: Sequence[str]) -> None:
         if "." not in key and "/" not in key and key not in ("trainer", "run") and not override.startswith("+"):
             if key not in groups:
                 continue  # a top-level value; Hydra's struct check reports it below
-            if value not in ("null", "") and value not in group_options(key):
+            options = group_options(key, searchpath)
+            if value not in ("null", "") and value not in options:
                 raise ConfigError(
-                    f"unknown {key} '{value}': {did_you_mean(value, group_options(key))} "
+                    f"unknown {key} '{value}': {did_you_mean(value, options)} "
                     f"(list them: python -m trainer.list {key})")
             selections.append(override)
 
     register_resolvers()
-    base = _hydra_compose(selections)
+    base = _hydra_compose(selections + [o for o in overrides if o.startswith("hydra.searchpath")])
     for override in overrides:
         key, sep, _ = override.partition("=")
-        if not sep or key.startswith(("+", "~", "hydra")) or "." not in key:
+        deletion = key.startswith("~")
+        key = key.lstrip("~")
+        if key.startswith(("+", "hydra")) or "." not in key or not (sep or deletion):
             continue
         parent_path, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(base, parent_path)
         if isinstance(parent, DictConfig) and leaf not in parent:
             group = parent_path.split(".")[0]
             hint = did_you_mean(leaf, list(parent.keys()) + _component_parameters(group, parent))
+            if deletion:  # Hydra's ``~key`` removes a key; a missing one is a misspelling
+                raise ConfigError(f"{override}: '{leaf}' is not a key of {parent_path}, so there "
+                                  f"is nothing to delete: {hint}")
             raise ConfigError(f"{key}: '{leaf}' is not a key of {parent_path}: {hint} "
                               f"(to add a new key on purpose: +{override})")
         if parent is None and parent_path.split(".")[0] in base:
@@ -192,21 +345,90 @@ def _component_parameters(group: str, node: DictConfig) -> list[str]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check every component node against its registry; nothing is built or read."""
+    """Check numbers, component nodes and the image size; nothing is built or read."""
+    check_numbers(cfg)
     for group, kind in COMPONENT_GROUPS.items():
         node = cfg.get(group)
         if node is None:
             continue
-        try:
-            REGISTRIES[kind].check(node, provided=RUNTIME_VALUES.get(kind, ()))
-        except ConfigError as error:
-            raise ConfigError(f"{group}: {error}") from None
+        _check_node(kind, node, group, RUNTIME_VALUES.get(kind, ()))
     for key, node in (cfg.get("callbacks") or {}).items():
         if node is not None:
-            REGISTRIES["callback"].check(node, provided={"run_dir", "config"})
-    for node in (cfg.get("augment") or {}).get("ops", []) or []:
-        name, _ = split_node(node, "augment")
-        REGISTRIES["augment"].get(name)
+            _check_node("callback", node, f"callbacks.{key}", {"run_dir", "config"})
+    _check_augment(cfg.get("augment"))
+    check_image_size(cfg)
+
+
+def _check_node(kind: str, node, where: str, provided=()) -> None:
+    try:
+        REGISTRIES[kind].check(node, provided=provided, where=where)
+    except NotANumber:
+        raise  # already names the key's full path
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Each declared numeric key is a number of the right kind and range, or one line says not."""
+    for key, rule in NUMBER_KEYS.items():
+        parent_path, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_path)
+        if not isinstance(parent, DictConfig):
+            continue  # the group is not in this config (``~optimizer``, a loop without one)
+        if leaf not in parent:
+            if key in OPTIONAL_NUMBER_KEYS:
+                continue
+            raise ConfigError(f"{key} is not set: it must be {rule.describe()}; set {key}=...")
+        value = parent[leaf]
+        problem = rule.problem(value)
+        if problem:
+            raise ConfigError(f"{key}={value!r} {problem}: {key} must be {rule.describe()}")
+
+
+def check_image_size(cfg: DictConfig) -> None:
+    """``data.image_size`` against the backbone's smallest input, before any data is read.
+
+    A backbone declares its minimum as a ``minimum_input_size(**params)`` attribute
+    (a function of its config, e.g. 2^stages for a strided CNN).
+    """
+    data, backbone = cfg.get("data"), cfg.get("backbone")
+    if data is None or backbone is None or data.get("image_size") is None:
+        return
+    name, params = split_node(backbone, "backbone")
+    rule = getattr(REGISTRIES["backbone"].get(name), "minimum_input_size", None)
+    if rule is None:
+        return
+    try:
+        minimum = int(rule(**params))
+    except (TypeError, ValueError):
+        return  # a malformed backbone parameter: the backbone's own check names it when built
+    size = data.image_size
+    if size < minimum:
+        raise ConfigError(
+            f"data.image_size={size} is too small for backbone={name}: data.image_size must be "
+            f"an integer >= {minimum} for this backbone (set data.image_size={minimum} or more)")
+
+
+def _check_augment(node) -> None:
+    """Every augmentation op, in ``augment.ops`` and in ``augment.views[i].ops``."""
+    if node is None:
+        return
+    if not isinstance(node, DictConfig):  # a bare list of ops
+        node = OmegaConf.create({"ops": node})
+    lists = [("augment.ops", node.get("ops"))]
+    lists += [(f"augment.views[{i}].ops", view.get("ops") if isinstance(view, DictConfig) else None)
+              for i, view in enumerate(node.get("views") or [])]
+    for where, ops in lists:
+        for index, op in enumerate(ops or []):
+            op = to_plain(op)
+            if isinstance(op, dict):
+                op = dict(op)
+                p = op.pop("p", 1.0)  # the pipeline's gate, not the op's parameter
+                if not is_number(p) or not 0.0 <= p <= 1.0:
+                    raise ConfigError(f"{where}[{index}].p={p!r} must be a number in [0, 1] "
+                                      "(the chance each sample gets the op)")
+            # the pipeline fills ``seed``; a mixing op's ``p`` is checked above
+            _check_node("augment", op, f"{where}[{index}]", {"seed"})
 
 
 def _first_line(error: BaseException) -> str:

@@ -6,9 +6,14 @@ A component is registered with a decorator and configured by a node such as
 * imports the built-in modules of its kind itself, so nothing has to be
   imported "for its side effect" before a name can be found;
 * discovers plugins through the ``facetrain.<kind>`` entry-point group;
-* accepts a dotted path (``keras.layers.RandomFlip``) for outside components;
-* checks a node's keys against the constructor before anything is built, and
-  fails with one line naming the group, the bad key and the closest ones.
+* accepts a dotted path (``keras.layers.RandomFlip``) for outside components,
+  but only to a *class* of the seam's base type (a Keras ``Layer`` for
+  augmentations, a Keras ``Loss`` for losses, ...), checked before anything is
+  called: a config names components, it cannot call ``os.system``
+  (docs/trust.md is the trust model);
+* checks a node's keys, and the types of numeric parameters, against the
+  constructor before anything is built, and fails with one line naming the
+  group, the bad key and the closest ones.
 """
 
 from __future__ import annotations
@@ -17,14 +22,29 @@ import difflib
 import importlib
 import importlib.metadata
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 ENTRY_POINT_PREFIX = "facetrain."
 
+# Top-level packages a dotted path may never name. The standard library holds no
+# Keras component, and some of its modules act when imported (``antigravity``)
+# or exist to run commands (``os``, ``subprocess``): refusing them before the
+# import gives the clearest line and imports nothing.
+REFUSED_PACKAGES = frozenset(sys.stdlib_module_names) | {"builtins", "__main__"}
+
 
 class ConfigError(ValueError):
     """A user mistake in configuration; its message is one line that says how to fix it."""
+
+
+class NotANumber(ConfigError):
+    """A component parameter that takes a number (or a boolean) was given something else.
+
+    Its message already starts with the key's config path (``loss.margin=...``),
+    so callers add no group prefix.
+    """
 
 
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
@@ -75,11 +95,86 @@ def accepted_parameters(target: Callable) -> tuple[set[str], set[str], bool]:
     return params, required, not getattr(functions[-1], "__module__", "").startswith("keras.")
 
 
-class Registry:
-    """Names → component factories for one kind (``loss``, ``backbone``, ...)."""
+def _constructors(target: Callable) -> list[Callable]:
+    """The functions whose parameters a node may set: the factory, or the ``__init__`` chain."""
+    if not inspect.isclass(target):
+        return [target]
+    return [c.__init__ for c in inspect.getmro(target) if "__init__" in vars(c)
+            and c is not object]
 
-    def __init__(self, kind: str, builtin_modules: Iterable[str] = ()):
+
+def typed_parameters(target: Callable) -> dict[str, tuple[str, bool]]:
+    """Parameters whose values must be numbers or booleans: name → (kind, None accepted).
+
+    ``kind`` is ``"number"`` or ``"boolean"``, read from the annotation
+    (``int``, ``float``, ``bool``, optionally ``| None``) or, with no annotation,
+    from the default's type. The first function in the ``__init__`` chain that
+    names a parameter decides; parameters of any other type are not checked.
+    """
+    found: dict[str, tuple[str, bool] | None] = {}
+    for function in _constructors(target):
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            break
+        for p in parameters:
+            if p.name not in found and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                found[p.name] = _parameter_kind(p)
+    return {name: kind for name, kind in found.items() if kind is not None}
+
+
+def _parameter_kind(p: inspect.Parameter) -> tuple[str, bool] | None:
+    annotation = p.annotation
+    if annotation is not p.empty:
+        # Annotations are strings under ``from __future__ import annotations``, types otherwise.
+        text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+        text = text.replace("typing.", "")
+        optional = text.startswith("Optional[") and text.endswith("]")
+        if optional:
+            text = text[len("Optional["):-1]
+        parts = {part.strip() for part in text.split("|")}
+        allows_none = optional or "None" in parts or p.default is None
+        if parts - {"None"} and parts <= {"int", "float", "None"}:
+            return "number", allows_none
+        if parts - {"None"} == {"bool"}:
+            return "boolean", allows_none
+        return None
+    if isinstance(p.default, bool):
+        return "boolean", False
+    if isinstance(p.default, (int, float)):
+        return "number", False
+    return None
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fits(value: Any, kind: str, allows_none: bool) -> bool:
+    """Whether ``value`` can be what the parameter takes.
+
+    A number parameter may still take a list (Keras layers take ``factor=0.2`` or a
+    range ``[0.0, 0.3]``), so only values that are never numbers are refused.
+    """
+    if value is None:
+        return allows_none
+    if kind == "number":
+        return not isinstance(value, (str, bool, Mapping))
+    return isinstance(value, bool) or (is_number(value) and value in (0, 1))
+
+
+class Registry:
+    """Names → component factories for one kind (``loss``, ``backbone``, ...).
+
+    ``base`` is the dotted name of the class (or classes) a dotted-path component
+    must subclass, resolved on first use so that importing the registry imports
+    no Keras. ``None``: this seam takes registered components only.
+    """
+
+    def __init__(self, kind: str, builtin_modules: Iterable[str] = (),
+                 base: str | tuple[str, ...] | None = None):
         self.kind = kind
+        self.base = (base,) if isinstance(base, str) else tuple(base or ())
         self._builtin_modules = tuple(builtin_modules)
         self._entries: dict[str, Callable] = {}
         self._origins: dict[str, str] = {}
@@ -139,17 +234,57 @@ class Registry:
                 target = self._entries[name] = target.load()
             return target
         if _is_dotted(name):
-            return import_dotted(name, self.kind)
+            return self._import_component(name)
         raise ConfigError(f"unknown {self.kind} '{name}': {did_you_mean(name, self.names())}")
 
+    def base_classes(self) -> tuple[type, ...]:
+        return tuple(import_dotted(base, f"{self.kind} base class") for base in self.base)
+
+    def _import_component(self, path: str) -> type:
+        """The class at a dotted path, if it is a class of this seam's base type.
+
+        Nothing found at the path is called here; the builder instantiates it
+        only after this check. Importing its module runs that module's
+        top-level code, as any ``import`` does (docs/trust.md).
+        """
+        allowed = " or ".join(self.base) or "registered components only"
+        if not self.base:
+            raise ConfigError(
+                f"{self.kind} '{path}' is a dotted path, and {self.kind}s are built from registered "
+                f"names only: register it (@{self.kind.upper()}S.register or a "
+                f"{ENTRY_POINT_PREFIX}{self.kind} entry point)")
+        package = path.split(".", 1)[0]
+        if package in REFUSED_PACKAGES:
+            raise ConfigError(
+                f"{self.kind} '{path}' is refused: configs may not name the Python standard library "
+                f"('{package}'); a dotted {self.kind} must be a subclass of {allowed} (docs/trust.md)")
+        target = import_dotted(path, self.kind)
+        if not inspect.isclass(target):
+            what = "a function" if callable(target) else f"a {type(target).__name__}"
+            raise ConfigError(
+                f"{self.kind} '{path}' is {what}, not a class: a dotted {self.kind} must be a "
+                f"subclass of {allowed}, and functions are never called from a config (register a "
+                f"factory to use one; docs/trust.md)")
+        bases = self.base_classes()
+        if not issubclass(target, bases):
+            raise ConfigError(
+                f"{self.kind} '{path}' is not a subclass of {allowed}: a config builds only "
+                f"{self.kind} classes (docs/trust.md)")
+        return target
+
     # -- building ---------------------------------------------------------
-    def check(self, node: Mapping[str, Any] | str, /, provided: Iterable[str] = ()) -> Callable:
+    def check(self, node: Mapping[str, Any] | str, /, provided: Iterable[str] = (),
+              where: str | None = None) -> Callable:
         """Validate a node without building anything; returns the factory.
 
         ``provided`` names the arguments the framework fills at run time
         (``num_classes``, ``embedding_dim``), so they are not required here.
+        ``where`` is the node's config path (``loss``, ``augment.ops[2]``) for messages.
         """
         name, params = split_node(node, self.kind)
+        if not isinstance(name, str):
+            raise ConfigError(f"{where or self.kind}.name={name!r} is not a name: give the "
+                              f"name of a registered {self.kind} or a dotted class path")
         target = self.get(name)
         accepted, required, is_open = accepted_parameters(target)
         if not is_open:
@@ -163,6 +298,13 @@ class Registry:
             raise ConfigError(
                 f"{self.kind} '{name}' needs {', '.join(sorted(missing))}: "
                 f"set {self.kind}.{sorted(missing)[0]}=...")
+        # A word where the constructor's default (or annotation) is a number can only
+        # fail later, deep inside TensorFlow: say so now, naming the key.
+        for key, (kind, allows_none) in typed_parameters(target).items():
+            if key in params and not _fits(params[key], kind, allows_none):
+                what = "a number" if kind == "number" else "true or false"
+                raise NotANumber(f"{where or self.kind}.{key}={params[key]!r} is not {what} "
+                                 f"({self.kind} '{name}' takes {what} for {key})")
         return target
 
     def build(self, node: Mapping[str, Any] | str, /, **runtime: Any) -> Any:
@@ -252,17 +394,24 @@ def _default_name(target: Callable) -> str:
 
 
 # One registry per seam. Built-in modules are imported on first lookup.
-LOSSES = Registry("loss", ["losses"])
-AUGMENTS = Registry("augment", ["augment"])
-PREPROCESSORS = Registry("preprocess", ["augment.preprocess"])
-BACKBONES = Registry("backbone", ["models.backbones"])
-NECKS = Registry("neck", ["models.necks"])
-HEADS = Registry("head", ["models.heads"])
-LOOPS = Registry("loop", ["loops"])
-DATASETS = Registry("dataset", ["trainer.data.sources"])
-OPTIMIZERS = Registry("optimizer", ["trainer.optim"])
-SCHEDULES = Registry("schedule", ["trainer.optim"])
-CALLBACKS = Registry("callback", ["trainer.callbacks"])
+# ``base``: what a dotted path in a config must be a subclass of (resolved lazily).
+# Backbones are usually registered factories (functions); by dotted path only a
+# Layer class (a keras.Model is one) can be named, so a function such as
+# keras.applications.ResNet50 needs a registered factory (models/backbones/keras_apps.py).
+# Evaluators share no base class: they are registered only.
+LAYER = "keras.layers.Layer"
+LOSSES = Registry("loss", ["losses"], base="keras.losses.Loss")
+AUGMENTS = Registry("augment", ["augment"], base=LAYER)
+PREPROCESSORS = Registry("preprocess", ["augment.preprocess"], base=LAYER)
+BACKBONES = Registry("backbone", ["models.backbones"], base=LAYER)
+NECKS = Registry("neck", ["models.necks"], base=LAYER)
+HEADS = Registry("head", ["models.heads"], base=LAYER)
+LOOPS = Registry("loop", ["loops"], base="keras.Model")
+DATASETS = Registry("dataset", ["trainer.data.sources"], base="trainer.data.sources.base.DataSource")
+OPTIMIZERS = Registry("optimizer", ["trainer.optim"], base="keras.optimizers.Optimizer")
+SCHEDULES = Registry("schedule", ["trainer.optim"],
+                     base="keras.optimizers.schedules.LearningRateSchedule")
+CALLBACKS = Registry("callback", ["trainer.callbacks"], base="keras.callbacks.Callback")
 EVALUATORS = Registry("evaluator", ["trainer.evaluation"])
 
 REGISTRIES: dict[str, Registry] = {

@@ -80,6 +80,20 @@ def remat_scope(remat: bool, layer_names: list[str]):
     return keras.RematScope(mode="list_of_layers", layer_names=list(layer_names))
 
 
+def minimum_input_size(rule):
+    """Declare a backbone's smallest input side as ``rule(**backbone_params) -> int``.
+
+    The config check reads it to refuse a too-small ``data.image_size`` before
+    any data is read; the factory uses the same rule when it builds.
+    """
+
+    def declare(factory):
+        factory.minimum_input_size = rule
+        return factory
+
+    return declare
+
+
 def check_input_shape(input_shape, name: str, minimum: int = 8) -> tuple[int, int, int]:
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or shape[-1] != 3 or min(shape[:2]) < minimum:

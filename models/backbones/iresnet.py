@@ -14,11 +14,12 @@ from __future__ import annotations
 import keras
 
 from models.backbones._common import (
-    apply, batch_norm, check_input_shape, padded_conv, prelu, remat_scope)
+    apply, batch_norm, check_input_shape, minimum_input_size, padded_conv, prelu, remat_scope)
 from models.submodel import submodel
 from trainer.registry import BACKBONES
 
 STAGE_WIDTHS = (64, 128, 256, 512)
+MINIMUM_INPUT = 16  # four stride-2 stages
 DEPTHS = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
@@ -54,7 +55,7 @@ def iresnet_block(input_shape, filters: int, stride: int = 1, downsample: bool =
 def build_iresnet(input_shape=(112, 112, 3), layers=(3, 4, 14, 3), widths=STAGE_WIDTHS,
                   stem_width: int = 64, remat: bool = False, name: str = "iresnet") -> keras.Model:
     """IResNet with ``layers[i]`` blocks in stage ``i``; output (B, H/16, W/16, widths[-1])."""
-    check_input_shape(input_shape, name, minimum=16)
+    check_input_shape(input_shape, name, minimum=MINIMUM_INPUT)
     block_names = [f"stage{s + 1}_block{b + 1}" for s, n in enumerate(layers) for b in range(n)]
     inputs = keras.Input(input_shape, name="image")
     with remat_scope(remat, block_names):
@@ -76,6 +77,7 @@ def _register(depth: int):
     def factory(input_shape=(112, 112, 3), remat: bool = False) -> keras.Model:
         return build_iresnet(input_shape, DEPTHS[depth], remat=remat, name=f"iresnet{depth}")
 
+    factory.minimum_input_size = lambda **_: MINIMUM_INPUT
     factory.__name__ = f"iresnet{depth}"
     factory.__doc__ = f"IResNet-{depth} (blocks {DEPTHS[depth]}), insightface architecture."
     return BACKBONES.register(f"iresnet{depth}")(factory)
@@ -85,6 +87,7 @@ iresnet18, iresnet34, iresnet50, iresnet100, iresnet200 = (_register(d) for d in
 
 
 @BACKBONES.register("iresnet")
+@minimum_input_size(lambda **_: MINIMUM_INPUT)
 def iresnet(input_shape=(112, 112, 3), layers=(3, 4, 14, 3), widths=STAGE_WIDTHS,
             stem_width: int = 64, remat: bool = False) -> keras.Model:
     """IResNet of any depth/width (``layers`` blocks per stage), e.g. for small ablations."""

@@ -15,10 +15,12 @@ import keras
 from models.backbones._common import check_input_shape
 from trainer.registry import BACKBONES, ConfigError
 
+MINIMUM_INPUT = 32  # keras.applications refuses smaller inputs
+
 
 def build_application(builder, name: str, input_shape, weights, remat: bool,
                       **options) -> keras.Model:
-    check_input_shape(input_shape, name, minimum=32)
+    check_input_shape(input_shape, name, minimum=MINIMUM_INPUT)
     if remat:
         raise ConfigError(f"backbone '{name}' has no remat option (keras.applications builds "
                           "it); use iresnet* or vit_* for gradient checkpointing")
@@ -34,6 +36,7 @@ def _register(name: str, builder_name: str, **options):
         builder = getattr(keras.applications, builder_name)
         return build_application(builder, name, input_shape, weights, remat, **options)
 
+    factory.minimum_input_size = lambda **_: MINIMUM_INPUT
     factory.__name__ = name
     factory.__doc__ = f"keras.applications.{builder_name} trunk (include_top=False)."
     return BACKBONES.register(name)(factory)

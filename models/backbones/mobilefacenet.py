@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import keras
 
-from models.backbones._common import apply, batch_norm, check_input_shape, padded_conv, prelu
+from models.backbones._common import (apply, batch_norm, check_input_shape, minimum_input_size,
+                                      padded_conv, prelu)
 from trainer.registry import BACKBONES
 
 
@@ -32,7 +33,11 @@ def _depthwise_block(x, filters, stride, expansion, name, residual=False):
     return keras.layers.Add(name=f"{name}_add")([x, y]) if residual else y
 
 
+MINIMUM_INPUT = 16  # four stride-2 stages
+
+
 @BACKBONES.register("mobilefacenet")
+@minimum_input_size(lambda **_: MINIMUM_INPUT)
 def mobilefacenet(input_shape=(112, 112, 3), blocks=(1, 4, 6, 2), scale: int = 2,
                   remat: bool = False) -> keras.Model:
     """MobileFaceNet trunk; output (B, H/16, W/16, 512). Pair it with ``neck=gdc``.
@@ -40,7 +45,7 @@ def mobilefacenet(input_shape=(112, 112, 3), blocks=(1, 4, 6, 2), scale: int = 2
     ``remat`` is accepted for a uniform signature and ignored: the model is small.
     """
     del remat
-    check_input_shape(input_shape, "mobilefacenet", minimum=16)
+    check_input_shape(input_shape, "mobilefacenet", minimum=MINIMUM_INPUT)
     inputs = keras.Input(input_shape, name="image")
     width = 64 * scale
     x = _conv(inputs, width, 3, 2, 1, "stem")

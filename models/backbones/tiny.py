@@ -12,7 +12,8 @@ from __future__ import annotations
 import keras
 
 from models.backbones._common import activation as make_activation
-from models.backbones._common import apply, batch_norm, check_input_shape, padded_conv, remat_scope
+from models.backbones._common import (apply, batch_norm, check_input_shape, minimum_input_size,
+                                      padded_conv, remat_scope)
 from trainer.registry import BACKBONES
 
 
@@ -22,7 +23,13 @@ def _conv_bn_act(x, filters, stride, act, name):
     return make_activation(act, f"{name}_act")(x)
 
 
+def smallest_input(widths=(32, 64, 128), **_) -> int:
+    """Each stage halves the resolution: at least one pixel must reach the last one."""
+    return 2 ** len(widths)
+
+
 @BACKBONES.register("tiny")
+@minimum_input_size(smallest_input)
 def tiny(input_shape=(48, 48, 3), widths=(32, 64, 128), blocks=(1, 2, 2), stem_width: int = 0,
          activation: str = "prelu", remat: bool = False) -> keras.Model:
     """Output (B, H/2^n, W/2^n, widths[-1]) for n = len(widths) stages.
@@ -36,7 +43,7 @@ def tiny(input_shape=(48, 48, 3), widths=(32, 64, 128), blocks=(1, 2, 2), stem_w
 
         raise ConfigError(f"backbone 'tiny' needs one blocks entry (>= 1) per width, "
                           f"got widths={list(widths)} blocks={list(blocks)}")
-    check_input_shape(input_shape, "tiny", minimum=2 ** len(widths))
+    check_input_shape(input_shape, "tiny", minimum=smallest_input(widths))
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if stem_width:

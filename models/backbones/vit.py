@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from models.backbones._common import check_input_shape, remat_scope
+from models.backbones._common import check_input_shape, minimum_input_size, remat_scope
 from models.submodel import submodel
 from trainer.registry import BACKBONES
 
@@ -62,7 +62,7 @@ def build_vit(input_shape=(112, 112, 3), patch_size: int = 9, dim: int = 256, de
               heads: int = 8, mlp_ratio: float = 4.0, drop_path: float = 0.1,
               remat: bool = False, name: str = "vit") -> keras.Model:
     """Tokens (B, (H//patch)*(W//patch), dim); drop path grows linearly with depth."""
-    check_input_shape(input_shape, name, minimum=patch_size)
+    check_input_shape(input_shape, name, minimum=smallest_input(patch_size))
     grid = (input_shape[0] // patch_size, input_shape[1] // patch_size)
     block_names = [f"block{i + 1}" for i in range(depth)]
     inputs = keras.Input(input_shape, name="image")
@@ -77,7 +77,13 @@ def build_vit(input_shape=(112, 112, 3), patch_size: int = 9, dim: int = 256, de
     return keras.Model(inputs, x, name=name)
 
 
+def smallest_input(patch_size=9, **_) -> int:
+    """One patch at least."""
+    return int(patch_size)
+
+
 @BACKBONES.register("vit_t")
+@minimum_input_size(smallest_input)
 def vit_t(input_shape=(112, 112, 3), patch_size: int = 9, depth: int = 12, drop_path: float = 0.1,
           remat: bool = False) -> keras.Model:
     """ViT-T for faces: D 256, 12 blocks, 8 heads."""
@@ -85,6 +91,7 @@ def vit_t(input_shape=(112, 112, 3), patch_size: int = 9, depth: int = 12, drop_
 
 
 @BACKBONES.register("vit_s")
+@minimum_input_size(smallest_input)
 def vit_s(input_shape=(112, 112, 3), patch_size: int = 9, depth: int = 12, drop_path: float = 0.1,
           remat: bool = False) -> keras.Model:
     """ViT-S for faces: D 512, 12 blocks, 8 heads."""

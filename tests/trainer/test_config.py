@@ -18,8 +18,14 @@ CHEAP_TO_BUILD = {
 }
 
 
+# Groups under conf/ that another command reads, never composed into a training job.
+OTHER_COMMANDS = {"gate"}  # python -m trainer.gate
+
+
 def all_options():
     for group in config_groups():
+        if group in OTHER_COMMANDS:
+            continue
         for option in group_options(group):
             yield group, option
 
