@@ -199,6 +199,9 @@ class OptunaSweeperBase:
             for trial, outcome in zip(trials, self._launch(trials, batch)):
                 state, value = outcome
                 study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+                log.info(f"trial {trial.number}: {state.name.lower()}"
+                         + (f", value {value:.4f}" if value is not None else "")
+                         + (" (Hydra reports the pruned job as an error)" if state.name == "PRUNED" else ""))
                 failures_in_a_row = failures_in_a_row + 1 if state == optuna.trial.TrialState.FAIL else 0
             write_results(study, sweep_dir)
             if failures_in_a_row >= self.max_failures_in_a_row:
