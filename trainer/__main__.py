@@ -58,6 +58,17 @@ def _split_value(overrides):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from trainer.run_dir import Terminated, interrupt_on_sigterm
+
+    interrupt_on_sigterm()  # from the first moment: a job stopped at start-up says so
+    try:
+        return _main(argv)
+    except Terminated:
+        print("interrupted: SIGTERM during start-up", file=sys.stderr)
+        return 143
+
+
+def _main(argv) -> int:
     if not any(a in ("-h", "--help", "--hydra-help") for a in argv):  # Hydra answers those
         from trainer.console import quiet_startup
 

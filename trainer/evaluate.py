@@ -340,8 +340,12 @@ def parse(argv) -> tuple[dict, list[str]]:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    from trainer.cli import start_command
     from trainer.registry import ConfigError
+
+    argv = sys.argv[1:] if argv is None else argv
+    if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):
+        return 0
 
     try:
         options, data = parse(argv)

@@ -36,10 +36,12 @@ PRIVATE_MEMBERS = (
     ("DataLayer", "backend.set_backend"),
     ("Layer", "_flatten_layers"),
     ("Layer", "_seed_generators"),
+    ("Model", "_symbolic_build"),
+    ("Model", "_maybe_symbolic_build"),
 )
 
 __all__ = ["DataLayer", "backend_name", "in_tf_graph", "reduce_weighted_values",
-           "scale_loss_for_distribution", "seed_generator", "sublayers", "tensorflow_trainer",
+           "scale_loss_for_distribution", "seed_generator", "skip_fit_build", "sublayers", "symbolic_build", "tensorflow_trainer",
            "unscale_loss_for_distribution", "using_backend", "own_seed_generators"]
 
 
@@ -84,6 +86,16 @@ def sublayers(layer) -> list:
 def own_seed_generators(layer) -> list:
     """Seed generators a plain Keras layer (not a ``DataLayer``) tracks itself."""
     return list(getattr(layer, "_seed_generators", []) or [])
+
+
+def symbolic_build(model, data_batch) -> None:
+    """Create the model's and optimizer's variables from a batch's structure, as ``fit`` does."""
+    model._symbolic_build(data_batch=data_batch)
+
+
+def skip_fit_build(model) -> None:
+    """Stop ``fit`` from building the model again (it was built by ``symbolic_build``)."""
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def tensorflow_trainer():

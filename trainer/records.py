@@ -44,6 +44,12 @@ def package_versions() -> dict:
     return versions
 
 
+def read_metrics(run_dir: str) -> dict:
+    """The run's ``metrics.json`` ({} when there is none or it is unreadable)."""
+    return read_json(os.path.join(run_dir, "metrics.json") if "://" not in run_dir
+                     else run_dir.rstrip("/") + "/metrics.json", {}) or {}
+
+
 class RunReport:
     """``metrics.json``: rewritten atomically whenever something is learned."""
 

@@ -21,6 +21,7 @@ from trainer.atomic import write_text
 from trainer.config import validate
 from trainer.console import make_epoch_line, on_terminal, quiet_startup
 from trainer.registry import CALLBACKS, DATASETS, EVALUATORS, ConfigError, to_plain
+from trainer.run_dir import Terminated
 
 class RunFailed(RuntimeError):
     """The job stopped for a reason the user can act on (message: one line)."""
@@ -39,28 +40,77 @@ def default_run_dir(cfg: DictConfig) -> str:
     return os.path.join("runs", _run_dir_name(cfg.run.get("name"), "python"))
 
 
+class AlreadyFinished(Exception):
+    """The run directory holds a finished run; it is left exactly as it is."""
+
+    def __init__(self, run_dir: str, metrics: dict):
+        accuracy = to_plain(metrics.get("final", {})).get("verification", {}).get("accuracy")
+        score = f" (final held-out accuracy {accuracy:.4f})" if isinstance(accuracy, float) else ""
+        super().__init__(f"{run_dir} already holds a finished run{score}; its results are unchanged "
+                         f"(metrics.json, export/). To train again, give the run another folder: "
+                         f"run.name=<new name>")
+        self.metrics = metrics
+
+
+RESUME_MODES = ("auto", "never")
+
+
+def resume_mode(cfg: DictConfig) -> str:
+    """``trainer.resume``: auto, never, or an existing checkpoint path; anything else is one line."""
+    value = str(cfg.trainer.get("resume", "auto"))
+    if value in RESUME_MODES or os.path.exists(value):
+        return value
+    raise ConfigError(f"trainer.resume={value!r} is not auto, never or an existing checkpoint "
+                      "(a run folder, its checkpoints/ folder or a ckpt-<step>.weights.h5 file)")
+
+
 def train(cfg: DictConfig) -> dict:
-    """Run the job described by ``cfg``; returns the final metrics (``metrics.json``'s content)."""
+    """Run the job described by ``cfg``; returns the final metrics (``metrics.json``'s content).
+
+    A run directory that holds a finished run is never changed (``AlreadyFinished``).
+    """
     from trainer import io
+    from trainer.run_dir import RunLock, check_writable, interrupt_on_sigterm, remove_leftover_temporaries
     from trainer.runtime import worker_dir
 
     validate(cfg)  # names and keys of every component, before any data is read
+    resume = resume_mode(cfg)
     run_dir = str(cfg.run.dir) if cfg.run.get("dir") else default_run_dir(cfg)
     records_dir = worker_dir(run_dir, cfg.runtime)  # non-chief workers keep to a sub-folder
-    io.makedirs(records_dir)
+    local = not io.is_remote(records_dir)
+    if local:
+        check_writable(records_dir)
+    lock = RunLock(records_dir).acquire() if local else None
+    try:
+        previous = records.read_metrics(records_dir)
+        if previous.get("status") == "finished":
+            raise AlreadyFinished(records_dir, previous)
+        if local:
+            remove_leftover_temporaries(records_dir)
+        interrupt_on_sigterm()
+        return _train_recorded(cfg, run_dir, records_dir, resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_recorded(cfg: DictConfig, run_dir: str, records_dir: str, resume: str) -> dict:
+    """The job with ``metrics.json`` kept true: finished, failed (why) or interrupted."""
+    from trainer import io
+
     report = records.RunReport(records_dir, cfg)
     write_text(io.join(records_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
     report.start()
     try:
-        _train(cfg, run_dir, report)
+        _train(cfg, run_dir, report, resume)
     except Preempted as error:
         report.fail(str(error), status="interrupted")
         raise
     except (ConfigError, RunFailed) as error:
         report.fail(str(error))
         raise
-    except KeyboardInterrupt:
-        report.fail("interrupted", status="interrupted")
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM outside fit
+        report.fail(f"interrupted ({error or 'Ctrl-C'})", status="interrupted")
         raise
     except BaseException as error:
         report.fail(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
@@ -84,9 +134,9 @@ class Job:
     seed: int
 
 
-def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
+def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport", resume: str) -> None:
     job = _build_job(cfg, run_dir)
-    segments, fresh = _resume_plan(job, cfg, report)
+    segments, fresh = _resume_plan(job, resume, report)
     # Open for the whole job: TensorBoard and wandb get the untrained and final evaluations too.
     loggers = records.loggers(cfg, run_dir) if job.runtime.is_chief else records.Loggers()
     try:
@@ -97,6 +147,9 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport") -> None:
             loggers.log_evaluation("untrained", untrained, step=0)
         if segments:
             _fit(job, cfg, run_dir, report, segments, loggers)
+        elif job.checkpoint is not None and job.checkpoint.restore_from:
+            _restore_without_training(job, cfg)  # every step done: evaluate the saved weights
+        _check_final_model(job)
         _evaluate_and_export(job, cfg, run_dir, report, loggers)
     finally:
         loggers.close()
@@ -139,14 +192,15 @@ def _build_job(cfg: DictConfig, run_dir: str) -> Job:
                epochs=epochs, seed=seed)
 
 
-def _resume_plan(job: Job, cfg: DictConfig, report: "records.RunReport") -> tuple[list, bool]:
+def _resume_plan(job: Job, resume: str, report: "records.RunReport") -> tuple[list, bool]:
     """The fit segments still to run, and whether the run starts from scratch."""
     from trainer.callbacks.checkpoint import resume_segments
 
     checkpoint = job.checkpoint
-    if checkpoint and cfg.trainer.resume != "auto":
-        checkpoint.restore_from = None
+    if checkpoint is None and resume not in ("auto", "never"):
+        raise ConfigError(f"trainer.resume={resume} needs the checkpoint callback (callbacks=default)")
     if checkpoint:
+        checkpoint.choose_restore(resume, job.steps_per_epoch)
         checkpoint.writes = job.runtime.is_chief
         checkpoint.check_compatible(job.steps_per_epoch, job.batch_size)
     initial_epoch, initial_batch = (checkpoint.initial_epoch, checkpoint.initial_batch) if checkpoint else (0, 0)
@@ -206,6 +260,39 @@ def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", s
                   optimizer_steps=int(keras.ops.convert_to_numpy(loop.optimizer.iterations)))
 
 
+def _restore_without_training(job: Job, cfg: DictConfig) -> None:
+    """Load the checkpoint of a run whose every step is done (killed during evaluation or export)."""
+    from trainer.callbacks.checkpoint import build_before_restore
+    from trainer.data.pipeline import training_batches
+
+    make_batches = getattr(job.loop, "training_batches", training_batches)
+    batches = make_batches(job.source, job.batch_size, job.seed, job.steps_per_epoch, job.epochs,
+                           augment=_augmentation(cfg), start_epoch=max(job.epochs - 1, 0))
+    with job.runtime.scope():
+        build_before_restore(job.loop, job.runtime.prepare_fit(job.loop, batches))
+        job.checkpoint.restore(job.loop)
+
+
+def _check_final_model(job: Job) -> None:
+    """A model with non-finite weights or collapsed embeddings is a failed run, whatever on_nan said."""
+    import numpy as np
+
+    from trainer.callbacks.checkpoint import non_finite_variable
+
+    model = job.loop.embedding_model
+    bad = non_finite_variable(model)
+    if bad is not None:
+        raise RunFailed(f"the trained model is not usable: {bad} is not finite; lower optimizer.lr "
+                        "or use runtime.precision=float32")
+    size = int(model.input_shape[1])
+    probe = np.random.default_rng(0).uniform(0, 255, (8, size, size, 3)).astype("float32")
+    embeddings = np.asarray(keras.ops.convert_to_numpy(model(probe, training=False)), np.float64)
+    norms = np.linalg.norm(embeddings.reshape(len(probe), -1), axis=1)
+    if not np.isfinite(embeddings).all() or not (norms > 1e-6).all():
+        raise RunFailed("the trained model is not usable: its embeddings are not finite or are zero; "
+                        "lower optimizer.lr or use runtime.precision=float32")
+
+
 def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport",
                          loggers: "records.Loggers") -> None:
     from trainer.export import export_embedding_model, exportable
@@ -257,8 +344,16 @@ def main_job(cfg: DictConfig):
     OmegaConf.set_struct(cfg, True)
     try:
         metrics = train(cfg)
+    except AlreadyFinished as finished:
+        print(finished)
+        accuracy = to_plain(finished.metrics.get("final", {})).get("verification", {}).get("accuracy")
+        return accuracy
     except Preempted as error:
         print(f"interrupted: {error}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
+    except Terminated:
+        print("interrupted: SIGTERM before training finished; rerun the same command to resume",
+              file=sys.stderr)
         sys.exit(PREEMPTED_EXIT_CODE)
     except (ConfigError, RunFailed) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -69,10 +69,11 @@ class Runtime:
         if self.name != "multiworker":
             return batches
         from trainer.callbacks.checkpoint import build_before_restore
+        from trainer.keras_private import skip_fit_build
 
         with self.scope():
             batches = build_before_restore(model, batches)
-        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        skip_fit_build(model)
         _patch_multiworker_log_reduction()
         return batches
 

@@ -39,6 +39,10 @@ def test_private_members_of_a_live_data_layer():
     with keras_private.using_backend(layer, "tensorflow"):
         assert keras_private.backend_name(layer) == "tensorflow"
     assert keras_private.backend_name(layer) == keras.backend.backend()
+    model = keras.Sequential([keras.layers.Dense(2)])
+    for owner, member in keras_private.PRIVATE_MEMBERS:
+        if owner == "Model":
+            assert hasattr(model, member), f"keras {keras.__version__}: Model.{member} is gone"
 
 
 def test_no_other_module_imports_keras_src():

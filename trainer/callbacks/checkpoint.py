@@ -17,6 +17,13 @@ epochs in a second one (``resume_segments``).
 SIGTERM (what a preempted Cloud TPU VM or Kubernetes sends) makes the callback
 save at the end of the current step and stop training; the run then ends with
 status ``interrupted`` and exit code 143, and rerunning the command resumes.
+
+A checkpoint is written only when every variable (weights, BatchNorm
+statistics, optimizer slots) is finite, so "the last good checkpoint" is good.
+Each weights file has a ``ckpt-<step>.json`` beside it with its data position:
+when the newest file is unreadable (a truncated copy, a full disk), resume
+falls back to the newest one that reads, with a warning. A run prunes only
+checkpoints it wrote itself, and only after a newer one is on disk.
 """
 
 from __future__ import annotations
@@ -24,14 +31,17 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import signal
 import threading
 import time
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from trainer import io
+from trainer.keras_private import symbolic_build
 from trainer.registry import CALLBACKS, ConfigError
 
 LATEST = "latest.json"
@@ -43,21 +53,89 @@ def checkpoint_dir(run_dir: str) -> str:
     return io.join(str(run_dir), "checkpoints")
 
 
-def latest_checkpoint(run_dir: str) -> dict | None:
-    """``{"file", "epoch", "batch", "step", ...}`` of the newest complete checkpoint, or None."""
-    folder = checkpoint_dir(run_dir)
+def _read_state(path: str) -> dict | None:
     try:
-        state = json.loads(io.read_text(io.join(folder, LATEST)))
+        state = json.loads(io.read_text(path))
     except (OSError, ValueError):
         return None
     except Exception as error:  # tf.errors.NotFoundError on remote paths
         if type(error).__name__ == "NotFoundError":
             return None
         raise
-    if not state or not io.exists(io.join(folder, state["file"])):
+    if not isinstance(state, dict) or "file" not in state:
         return None
     state.setdefault("batch", 0)
     return state
+
+
+def latest_checkpoint(run_dir: str) -> dict | None:
+    """``{"file", "epoch", "batch", "step", ...}`` of the newest complete checkpoint, or None."""
+    folder = checkpoint_dir(run_dir)
+    state = _read_state(io.join(folder, LATEST))
+    if not state or not io.exists(io.join(folder, state["file"])):
+        return None
+    return state
+
+
+def checkpoint_candidates(folder: str) -> list[dict]:
+    """Every checkpoint of ``folder`` with a known data position, newest first."""
+    states = {}
+    latest = _read_state(io.join(folder, LATEST))
+    if latest:
+        states[latest["file"]] = latest
+    for name in io.listdir(folder):
+        if name.startswith(PREFIX) and name.endswith(".json"):
+            state = _read_state(io.join(folder, name))
+            if state and state["file"] not in states:
+                states[state["file"]] = state
+    present = set(io.listdir(folder))
+    return sorted((s for s in states.values() if s["file"] in present),
+                  key=lambda s: int(s.get("step", 0)), reverse=True)
+
+
+def readable(path: str) -> bool:
+    """Whether a weights file opens and lists its variables (a truncated copy does not)."""
+    if io.is_remote(path):
+        return True  # checked when loaded
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return len(f.keys()) > 0
+    except (OSError, ValueError):
+        return False
+
+
+def restorable_checkpoint(folder: str) -> dict | None:
+    """The newest checkpoint of ``folder`` that reads; warns about each newer one skipped."""
+    for state in checkpoint_candidates(folder):
+        path = io.join(folder, state["file"])
+        if readable(path):
+            return state
+        print(f"warning: checkpoint {path} is unreadable (truncated or corrupt); "
+              "falling back to the one before it", flush=True)
+    return None
+
+
+def checkpoint_at(path: str, steps_per_epoch: int | None = None) -> dict:
+    """``trainer.resume=<path>``: a run folder, its checkpoints folder, or one weights file."""
+    path = str(path)
+    if os.path.isdir(path):
+        folder = path if os.path.exists(os.path.join(path, LATEST)) or not os.path.isdir(
+            os.path.join(path, "checkpoints")) else os.path.join(path, "checkpoints")
+        state = restorable_checkpoint(folder)
+        if state is None:
+            raise ConfigError(f"trainer.resume={path}: no readable checkpoint in {folder}")
+        return {**state, "folder": folder}
+    folder, name = os.path.split(path)
+    if not (name.startswith(PREFIX) and name.endswith(SUFFIX)) or not readable(path):
+        raise ConfigError(f"trainer.resume={path} is not a readable {PREFIX}<step>{SUFFIX} file")
+    state = _read_state(os.path.join(folder, name[:-len(SUFFIX)] + ".json"))
+    if state is None:  # no sidecar: the position follows from the step
+        step = int(name[len(PREFIX):-len(SUFFIX)])
+        epoch, batch = divmod(step, steps_per_epoch) if steps_per_epoch else (0, step)
+        state = {"file": name, "step": step, "epoch": epoch, "batch": batch}
+    return {**state, "folder": folder}
 
 
 @dataclass(frozen=True)
@@ -130,7 +208,7 @@ class Checkpoint(PositionAware):
         self.every_seconds = float(every_seconds or 0)
         self.keep = max(int(keep), 1)
         self.save_on_sigterm = bool(save_on_sigterm)
-        self.restore_from = latest_checkpoint(self.run_dir)
+        self.restore_from = None     # set by choose_restore(): the state to resume from
         self.writes = True           # False on non-chief workers of a multi-worker job
         self.preempted = False
         self.saved: dict | None = None
@@ -140,7 +218,37 @@ class Checkpoint(PositionAware):
         self._sigterm = threading.Event()
         self._previous_handler = None
         self._done_in_epoch = 0
+        self._written: list[str] = []  # checkpoints of this run, the only ones it prunes
         self.batch_size = None
+
+    def choose_restore(self, resume: str, steps_per_epoch: int | None = None) -> dict | None:
+        """Where to resume from: ``auto`` (this run's newest readable checkpoint), ``never``, or a path."""
+        if resume == "never":
+            self.restore_from = None
+        elif resume == "auto":
+            self.restore_from = restorable_checkpoint(self.folder)
+        else:
+            self.restore_from = checkpoint_at(resume, steps_per_epoch)
+        return self.restore_from
+
+    def restore_path(self) -> str:
+        return io.join(self.restore_from.get("folder", self.folder), self.restore_from["file"])
+
+    def restore(self, model) -> None:
+        """Load the chosen checkpoint into ``model`` (built) and its optimizer, once."""
+        if not self.restore_from or self._restored:
+            return
+        path = self.restore_path()
+        try:
+            io.load_file(path, model.load_weights)
+        except (ValueError, KeyError) as error:
+            raise ConfigError(f"the checkpoint {path} does not fit this model ({str(error).splitlines()[0]}); "
+                              "was the config changed? resume with the same command, or start fresh "
+                              "with trainer.resume=never") from None
+        print(f"resumed from {path} (epoch {self.initial_epoch + 1}, batch {self.initial_batch}, "
+              f"step {self.restore_from.get('step')})", flush=True)
+        self._last_saved_step = int(self.restore_from.get("step", 0))
+        self._restored = True
 
     # -- where to resume --------------------------------------------------
     @property
@@ -167,18 +275,9 @@ class Checkpoint(PositionAware):
     # -- keras hooks ------------------------------------------------------
     def on_train_begin(self, logs=None):
         # fit() has built the model and optimizer by now, so every variable exists to load into.
-        if self.restore_from and not self._restored:
-            path = io.join(self.folder, self.restore_from["file"])
-            try:
-                io.load_file(path, self.model.load_weights)
-            except (ValueError, KeyError) as error:
-                raise ConfigError(f"the checkpoint {path} does not fit this model ({str(error).splitlines()[0]}); "
-                                  "was the config changed? resume with the same command, or start fresh "
-                                  "with trainer.resume=never") from None
-            print(f"resumed from {path} (epoch {self.initial_epoch + 1}, batch {self.initial_batch}, "
-                  f"step {self.restore_from.get('step')})", flush=True)
         if not self._restored:
-            self._last_saved_step = int(self.restore_from["step"]) if self.restore_from else 0
+            self._last_saved_step = 0
+            self.restore(self.model)
         self._restored = True
         self._last_save_time = time.monotonic()
         if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
@@ -226,6 +325,10 @@ class Checkpoint(PositionAware):
         self._last_save_time = time.monotonic()
         if not self.writes or self.saved and self.saved.get("step") == step:
             return None
+        bad = non_finite_variable(self.model)
+        if bad is not None:  # a checkpoint must be good to resume from: keep the last one that was
+            print(f"warning: not saving step {step}: {bad} is not finite", flush=True)
+            return None
         name = f"{PREFIX}{step:09d}{SUFFIX}"
         io.makedirs(self.folder)
         io.save_file(io.join(self.folder, name), self.model.save_weights)
@@ -234,19 +337,34 @@ class Checkpoint(PositionAware):
                  "optimizer_step": int(keras.ops.convert_to_numpy(optimizer.iterations)),
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        io.write_text(io.join(self.folder, LATEST), json.dumps(state, indent=2) + "\n")
+        text = json.dumps(state, indent=2) + "\n"
+        io.write_text(io.join(self.folder, name[:-len(SUFFIX)] + ".json"), text)
+        io.write_text(io.join(self.folder, LATEST), text)
         self.saved = state
-        self._prune(keep_name=name)
+        self._written.append(name)
+        self._prune()
         return io.join(self.folder, name)
 
-    def _prune(self, keep_name: str) -> None:
-        files = sorted(n for n in io.listdir(self.folder) if n.startswith(PREFIX) and n.endswith(SUFFIX))
-        for name in files[:-self.keep]:
-            if name != keep_name:
+    def _prune(self) -> None:
+        """Remove this run's older checkpoints beyond ``keep`` (the newest is already on disk)."""
+        while len(self._written) > self.keep:
+            name = self._written.pop(0)
+            for file in (name, name[:-len(SUFFIX)] + ".json"):
                 try:
-                    io.remove(io.join(self.folder, name))
+                    io.remove(io.join(self.folder, file))
                 except OSError:
                     pass
+
+
+def non_finite_variable(model) -> str | None:
+    """The path of the first model or optimizer variable holding NaN/Inf, or None."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
+    for variable in variables:
+        value = keras.ops.convert_to_numpy(variable.value)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return getattr(variable, "path", variable.name)
+    return None
 
 
 def build_before_restore(model, batches):
@@ -267,7 +385,7 @@ def build_before_restore(model, batches):
         iterator = iter(batches)
         sample = next(iterator)
         batches = (batch for batch in itertools.chain([sample], iterator))
-    model._symbolic_build(data_batch=sample)  # keras's own pre-fit build (no public API for it)
+    symbolic_build(model, sample)  # keras's own pre-fit build (no public API for it)
     return batches
 
 
