@@ -60,8 +60,15 @@ def load_embedding_model(path, role: str = "model_path", image_size: int | None 
                           f"use its runs/<name>/export/embedding.keras")
     import_all_components()
     try:
-        model = keras.saving.load_model(path, compile=False, custom_objects=LEGACY_OBJECTS)
+        # safe_mode=True (Keras's default, stated so it is never flipped by accident): a model
+        # file is data; a Lambda layer's Python code in it is refused, never run (docs/trust.md).
+        model = keras.saving.load_model(path, compile=False, custom_objects=LEGACY_OBJECTS,
+                                        safe_mode=True)
     except Exception as error:
+        if "safe_mode" in str(error):  # Keras refused code stored in the file
+            raise ConfigError(f"{role}={path} holds Python code (a Lambda layer) and is refused: "
+                              "model files are loaded in Keras safe mode, which never runs code "
+                              "from a file (docs/trust.md); re-export it without Lambda layers") from None
         try:
             model = _rebuild_then_load_weights(path)
         except Exception:  # a corrupt or foreign file: one line, not a traceback
