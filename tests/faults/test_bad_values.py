@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import trainer
-from trainer.__main__ import _arguments, main
+import trainer.__main__ as cli
 from trainer.config import compose, preflight, validate
 from trainer.registry import ConfigError
 
@@ -108,7 +108,7 @@ def test_tilde_of_a_misspelled_key_says_so_with_the_spelling():
 def test_command_line_checks_the_config_with_its_deletions():
     # A deletion is an override like any other: the config checked before the job starts
     # is the one the job will get.
-    assert _arguments(["~trainer.epochs", "loss=cosface"])[0] == ["~trainer.epochs", "loss=cosface"]
+    assert cli._arguments(["~trainer.epochs", "loss=cosface"])[0] == ["~trainer.epochs", "loss=cosface"]
 
 
 # -- YAML syntax errors in user config folders -----------------------------------
@@ -159,7 +159,7 @@ def test_quoted_path_with_spaces_is_one_value():
 
 
 def run_main(capsys, *argv):
-    status = main(list(argv))
+    status = cli.main(list(argv))
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     return status, lines
 
