@@ -106,3 +106,43 @@ def test_builtin_modules_are_registered_without_importing_them():
 
 def test_closest_prefers_near_spellings():
     assert closest("arcfce", ["arcface", "cosface", "adaface"])[0] == "arcface"
+
+
+def test_base_types_resolve_without_importing_keras_at_registry_import():
+    import subprocess
+    import sys
+
+    code = ("import sys; from trainer.registry import EVALUATORS, LOSSES; "
+            "print('keras' in sys.modules, LOSSES.base, EVALUATORS.base)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False ('keras.losses.Loss',) ()", out.stderr
+
+
+def test_registry_without_base_refuses_dotted_paths_and_with_one_checks_the_class():
+    reg, _ = make_registry()
+    with pytest.raises(ConfigError, match="built from registered names only"):
+        reg.get("keras.layers.Dense")
+    layers = Registry("thing", base="keras.layers.Layer")
+    assert layers.get("keras.layers.Dense") is keras.layers.Dense
+    with pytest.raises(ConfigError, match="is a function, not a class"):
+        layers.get("keras.ops.relu")
+    with pytest.raises(ConfigError, match="is refused: configs may not name the Python standard"):
+        layers.get("os.path.join")
+
+
+def test_numeric_and_boolean_parameters_are_typed_from_defaults_and_annotations():
+    reg, _ = make_registry()
+
+    @reg.register("typed")
+    def typed(size: int = 3, ratio=0.5, flag=False, scale: "float | None" = None, label="x"):
+        return size
+
+    with pytest.raises(ConfigError) as error:
+        reg.check({"name": "typed", "ratio": "half"}, where="widget")
+    assert str(error.value) == "widget.ratio='half' is not a number (widget 'typed' takes a number for ratio)"
+    with pytest.raises(ConfigError, match="flag='on' is not true or false"):
+        reg.check({"name": "typed", "flag": "on"})
+    with pytest.raises(ConfigError, match="size=None is not a number"):
+        reg.check({"name": "typed", "size": None})
+    # Ranges as lists, None where the annotation allows it and words where the default is a word pass.
+    reg.check({"name": "typed", "ratio": [0.1, 0.9], "scale": None, "label": 3, "flag": 1})
