@@ -21,7 +21,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]) + config_groups(),
+    # hydra_plugins is a namespace package shared with other Hydra plugins: no __init__ of ours.
+    packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]) + config_groups()
+    + ["hydra_plugins.facetrain_sweeper"],
     # The Hydra configs travel with the code so an installed copy finds them (pkg://conf).
     package_data={"conf": ["*.yaml"], **{group: ["*.yaml"] for group in config_groups()}},
     include_package_data=True,
@@ -42,9 +44,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis", "jax[cpu]>=0.4.30", "hydra-optuna-sweeper>=1.2"],
+        "dev": ["pytest>=8", "hypothesis", "jax[cpu]>=0.4.30", "optuna>=4"],
         "jax": ["jax>=0.4.30"],
-        "sweep": ["hydra-optuna-sweeper>=1.2"],
+        "sweep": ["optuna>=4"],
     },
     entry_points={"console_scripts": ["facetrain=trainer.__main__:main"]},
 )

@@ -171,7 +171,11 @@ class OptunaSweeperBase:
         return str(self.storage) if self.storage else f"sqlite:///{os.path.abspath(os.path.join(sweep_dir, DATABASE))}"
 
     def sweep(self, arguments: list[str]):
-        import optuna
+        try:
+            import optuna
+        except ImportError:
+            raise SystemExit("error: sweep=optuna needs Optuna: pip install \".[sweep]\" "
+                             "(or .[dev])") from None
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

@@ -45,7 +45,8 @@ def test_checkpoints_on_a_remote_file_system_round_trip():
     fit(model, batches(), [checkpoint])
     latest = latest_checkpoint(run_dir)
     assert (latest["epoch"], latest["batch"], latest["step"], latest["optimizer_step"]) == (1, 0, 4, 4)
-    assert io.listdir(io.join(run_dir, "checkpoints")) == sorted(["ckpt-000000004.weights.h5", "latest.json"])
+    assert sorted(io.listdir(io.join(run_dir, "checkpoints"))) == [  # keep=1: step 2 pruned with its position
+        "ckpt-000000004.json", "ckpt-000000004.weights.h5", "latest.json"]
 
     restored = tiny_model()
     restored.optimizer.build(restored.trainable_variables)
@@ -60,7 +61,7 @@ def test_mid_epoch_checkpoint_records_the_batch(tmp_path):
     checkpoint.check_compatible(steps_per_epoch=4, batch_size=4)
     model = tiny_model()
     fit(model, batches(), [checkpoint])
-    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*"))
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*.h5"))
     assert saved == ["ckpt-000000003.weights.h5", "ckpt-000000004.weights.h5"]
     assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["epoch"] == 1
 

@@ -20,7 +20,7 @@ import pytest
 from tests.helpers import read_tensorboard_scalars, read_wandb_offline
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PACKAGES = ("trainer", "losses", "augment", "models", "loops", "conf")
+PACKAGES = ("trainer", "losses", "augment", "models", "loops", "conf", "hydra_plugins")
 pytestmark = pytest.mark.slow
 
 
