@@ -222,7 +222,7 @@ def check_label_values(labels: np.ndarray, num_classes: int | None, what: str) -
     if labels.dtype.kind == "f":
         fractional = np.flatnonzero(labels != np.floor(labels))
         if len(fractional):
-            raise ValueError(f"{what}: label {labels[fractional[0]]!r} (sample {fractional[0]}) "
+            raise ValueError(f"{what}: label {float(labels[fractional[0]])!r} (sample {fractional[0]}) "
                              "is not a whole number; labels are integer class ids")
     high = num_classes if num_classes is not None else np.inf
     bad = np.flatnonzero((labels < 0) | (labels >= high))

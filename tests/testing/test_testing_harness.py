@@ -92,3 +92,54 @@ def test_command_gives_a_verdict_for_a_broken_plugin(tmp_path):
     assert done.returncode == 1, done.stderr[-2000:]
     assert "FAIL  sgd_descent" in done.stdout and "wrong sign" in done.stdout
     assert "verdict: FAIL" in done.stdout
+
+
+class PlainSoftmaxLoss(keras.losses.Loss):
+    """Softmax on cosines written on keras.losses.Loss directly: Keras casts its labels to the
+    loss dtype, and nothing checks them against the class count."""
+
+    input_kind = "cosines"
+
+    def __init__(self, name="plain_softmax", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        logits = 30.0 * y_pred["cos"]
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        target = ops.sum(ops.where(ops.one_hot(labels, ops.shape(logits)[1]) > 0, logits, 0.0), axis=1)
+        return ops.logsumexp(logits, axis=1) - target
+
+
+def test_harness_fails_a_plugin_without_label_checks():
+    report = check_loss(PlainSoftmaxLoss, checks=["label_range", "integer_labels", "gradient_bound"])
+    assert report["label_range"].status == "FAIL" and "raised no error" in report["label_range"].detail
+    assert report["integer_labels"].status == "FAIL"
+    assert "labels were cast to the loss dtype" in report["integer_labels"].detail
+    # No stated bound: only finiteness is held against it.
+    assert report["gradient_bound"].status == "PASS" and "no stated bound" in report["gradient_bound"].detail
+
+
+def test_harness_fails_an_unclipped_arccos_gradient():
+    from losses.combined_margin import CombinedMarginLoss, sphereface_psi
+
+    class RawArcCos(CombinedMarginLoss):
+        """The old SphereFace continuation on a bare clamped arccos: 1/sin(theta) near -1."""
+
+        def target_logit(self, target_cos, batch):
+            theta = ops.arccos(ops.clip(target_cos, -1.0 + 1e-7, 1.0 - 1e-7))
+            return sphereface_psi(theta + self.m2) - self.m3
+
+    report = check_loss(RawArcCos(continuation="sphereface"), checks=["gradient_bound"])
+    verdict = report["gradient_bound"]
+    assert verdict.status == "FAIL" and "exceeds the stated bound 6400" in verdict.detail, verdict
+
+
+def test_label_checks_report_what_they_saw():
+    report = check_loss("arcface", checks=["label_range", "integer_labels", "gradient_bound"])
+    assert report.ok, str(report)
+    assert "eager ValueError naming label and 5 classes" in report["label_range"].detail
+    assert "loss NaN, gradients NaN" in report["label_range"].detail
+    assert "labels 2049-2070" in report["integer_labels"].detail
+    assert "bound 6400" in report["gradient_bound"].detail
+    skipped = check_loss("triplet", checks=["label_range", "gradient_bound"])
+    assert [v.status for v in skipped.verdicts] == ["SKIP", "SKIP"]
