@@ -13,7 +13,11 @@ and label-relabelling invariance; scale invariance (only where the loss declares
 ``scale_invariant``); a few SGD steps on free embeddings lower the loss; all
 execution modes agree (TF eager / tf.function / XLA, JAX eager / jit); float16
 and bfloat16 inputs agree with float32; 2-replica MirroredStrategy equals one
-device (TF only, run in a subprocess); a batch-size mismatch raises a clear error.
+device (TF only, run in a subprocess); a batch-size mismatch raises a clear error;
+labels outside [0, C) raise a one-line error naming them in eager mode and give a
+NaN loss in a compiled step; float16 / bfloat16 losses keep labels above 2,048
+exact; gradients stay finite and within the loss's stated bound for target
+cosines from -1 to 1.
 """
 
 __all__ = ["CHECKS", "Report", "Verdict", "check_loss", "check_replicas"]
