@@ -169,10 +169,13 @@ def _build_job(cfg: DictConfig, run_dir: str) -> Job:
     if batch_size % runtime.num_replicas:
         raise ConfigError(f"trainer.batch_size={batch_size} does not split across "
                           f"{runtime.num_replicas} replicas; use a multiple of {runtime.num_replicas}")
-    steps_per_epoch = int(cfg.trainer.steps_per_epoch or source.num_examples // batch_size)
-    if steps_per_epoch < 1:
+    if source.num_examples < batch_size:  # whatever steps_per_epoch (debug=smoke) says
         raise ConfigError(f"the data set has {source.num_examples} images, fewer than one batch of "
                           f"{batch_size}; lower trainer.batch_size")
+    if cfg.get("loss") is not None and cfg.get("head") is not None and source.num_classes < 2:
+        raise ConfigError(f"the data set has {source.num_classes} identity; an identity loss needs two "
+                          "or more (check data.path)")
+    steps_per_epoch = int(cfg.trainer.steps_per_epoch or source.num_examples // batch_size)
     epochs = int(cfg.trainer.epochs)
     # Only the chief evaluates (workers hold the same weights).
     evaluator = EVALUATORS.build(cfg.eval) if cfg.get("eval") is not None and runtime.is_chief else None
