@@ -118,13 +118,8 @@ class FaceLoss(keras.losses.Loss):
     def describe(self) -> str:
         return f"loss '{self.name}'"
 
-    def int_labels(self, y_true, batch_size_tensor=None):
-        """Identity ids as int32, shape (B,), for losses that only compare labels with each other.
-
-        ``__call__`` keeps integer labels integer; float labels (a direct ``call``
-        with floats) are rounded. Losses whose labels index classes use
-        :meth:`class_labels`, which checks them instead.
-        """
+    def label_vector(self, y_true):
+        """``y_true`` as a (B,) tensor in its own dtype; a clear error for a missing or one-hot one."""
         if y_true is None:
             raise ValueError(f"{self.describe()} needs integer labels y_true of shape (batch,)")
         labels = ops.convert_to_tensor(y_true)
@@ -134,6 +129,16 @@ class FaceLoss(keras.losses.Loss):
             raise ValueError(
                 f"{self.describe()} expects integer labels of shape (batch,), got shape "
                 f"{tuple(labels.shape)}; pass sparse class ids, not one-hot vectors")
+        return labels
+
+    def int_labels(self, y_true, batch_size_tensor=None):
+        """Identity ids as int32, shape (B,), for losses that only compare labels with each other.
+
+        ``__call__`` keeps integer labels integer; float labels (a direct ``call``
+        with floats) are rounded. Losses whose labels index classes use
+        :meth:`class_labels`, which checks them instead.
+        """
+        labels = self.label_vector(y_true)
         return ops.cast(ops.round(ops.cast(labels, "float32")), "int32") \
             if "float" in str(labels.dtype) else ops.cast(labels, "int32")
 
@@ -153,15 +158,7 @@ class FaceLoss(keras.losses.Loss):
           False for such rows, and :func:`poison` makes their loss and gradient NaN,
           which the NaN guard reports (one compare per label: free under XLA).
         """
-        if y_true is None:
-            raise ValueError(f"{self.describe()} needs integer labels y_true of shape (batch,)")
-        labels = ops.convert_to_tensor(y_true)
-        if len(labels.shape) == 2 and labels.shape[-1] == 1:
-            labels = ops.squeeze(labels, axis=-1)
-        if len(labels.shape) != 1:
-            raise ValueError(
-                f"{self.describe()} expects integer labels of shape (batch,), got shape "
-                f"{tuple(labels.shape)}; pass sparse class ids, not one-hot vectors")
+        labels = self.label_vector(y_true)
         dtype = keras.backend.standardize_dtype(labels.dtype)
         is_float = "float" in dtype
         static_classes = num_classes if isinstance(num_classes, int) else None
@@ -229,9 +226,10 @@ def check_label_values(labels: np.ndarray, num_classes: int | None, what: str) -
     if len(bad):
         value = labels[bad[0]]
         value = int(value) if np.isfinite(value) else value
-        raise ValueError(
-            f"{what}: label {value} (sample {bad[0]}, {len(bad)} bad in the batch) is out of range "
-            f"for {num_classes} classes; labels must be integers in [0, {num_classes - 1}]")
+        allowed = (f" for {num_classes} classes; labels must be integers in [0, {num_classes - 1}]"
+                   if num_classes is not None else "; labels must be non-negative integers")
+        raise ValueError(f"{what}: label {value} (sample {bad[0]}, {len(bad)} bad in the batch) "
+                         f"is out of range{allowed}")
 
 
 def poison(values, valid):

@@ -351,3 +351,12 @@ def test_combined_continuation_errors_are_one_line():
     config = build("combined", continuation="sphereface", m1=2.0).get_config()
     assert config["continuation"] == "sphereface"
     assert type(build("combined")).from_config(config).get_config() == config
+
+
+def test_host_check_without_a_static_class_count():
+    from losses.base import check_label_values
+
+    with pytest.raises(ValueError, match=r"^x: label -3 \(sample 1, 1 bad in the batch\) is out of range; "
+                                         "labels must be non-negative integers$"):
+        check_label_values(np.array([0, -3, 7]), None, "x")
+    check_label_values(np.array([0.0, 4.0]), 5, "x")  # whole-number floats in range are fine
