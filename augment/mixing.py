@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 
 from augment._base import AugmentLayer
+from trainer.keras_private import seed_generator
 from trainer.registry import AUGMENTS
 
 MIX_KEYS = ("labels", "mix_labels", "mix_weight")
