@@ -21,7 +21,7 @@ def test_recordio_trains_with_the_verification_callback(tmp_path, run_cli):
     result = run_cli("debug=smoke", "run.name=rec", "data=recordio", f"data.path={path}",
                      "callbacks=with_verification", f"callbacks.verification.bin_files=[{tmp_path / 'tiny.bin'}]",
                      "callbacks.verification.every_steps=2", "callbacks.verification.folds=2",
-                     "eval.pairs=8")
+                     "eval.pairs=10")
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "runs" / "rec"
     metrics = json.loads((run / "metrics.json").read_text())

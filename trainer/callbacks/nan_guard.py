@@ -90,5 +90,6 @@ class NanGuard(PositionAware):
 
     def _stop(self, what: str) -> None:
         self.error = (f"{what}; {last_good_checkpoint(self.run_dir)}; lower optimizer.lr, "
-                      "use runtime.precision=float32, or callbacks.nan_guard.on_nan=skip")
+                      "use runtime.precision=float32, or callbacks.nan_guard.on_nan=skip; a class-label "
+                      "loss is also NaN for a label outside [0, num_classes)")
         self.model.stop_training = True
