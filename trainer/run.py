@@ -246,11 +246,17 @@ def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", s
         for callback in job.callbacks:
             if hasattr(callback, "set_position"):
                 callback.set_position(job.steps_per_epoch, segment.skip_batches)
-        loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
-                 steps_per_epoch=job.steps_per_epoch - segment.skip_batches,
-                 callbacks=[*job.callbacks, throughput, epoch_logger, *loggers.callbacks, *progress],
-                 shuffle=False,  # the pipeline shuffles, per epoch and seeded
-                 verbose=1 if on_terminal() else 0)
+        try:
+            loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
+                     steps_per_epoch=job.steps_per_epoch - segment.skip_batches,
+                     callbacks=[*job.callbacks, throughput, epoch_logger, *loggers.callbacks, *progress],
+                     shuffle=False,  # the pipeline shuffles, per epoch and seeded
+                     verbose=1 if on_terminal() else 0)
+        except Exception as error:
+            data_mistake = _data_error_line(error)
+            if data_mistake is None:
+                raise
+            raise RunFailed(data_mistake) from None
         guard = next((c for c in job.callbacks if getattr(c, "error", None)), None)
         if guard is not None:
             raise RunFailed(guard.error)
@@ -258,9 +264,21 @@ def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", s
             saved = checkpoint.saved["step"] if checkpoint.saved else "?"
             raise Preempted(f"preempted (SIGTERM): saved step {saved} in {checkpoint.folder}; "
                             "rerun the same command to resume")
+    skipped = list(getattr(job.source, "corrupt_records", []) or [])
+    if skipped:  # data.on_corrupt=skip: say what was left out
+        report.update(corrupt_records={"count": len(skipped),
+                                       "records": [{"file": f, "record": i, "reason": r} for f, i, r in skipped]})
     report.update(images_per_second=throughput.images_per_second(),
                   steps=job.epochs * job.steps_per_epoch,
                   optimizer_steps=int(keras.ops.convert_to_numpy(loop.optimizer.iterations)))
+
+
+def _data_error_line(error: BaseException) -> str | None:
+    """The user's data mistake inside a TensorFlow error from the input pipeline, as one line."""
+    import re
+
+    found = re.search(r"(corrupt record \d+ of [^\n]*?(?:data\.on_corrupt=skip|$))", str(error), re.M)
+    return found.group(1).strip() if found else None
 
 
 def _restore_without_training(job: Job, cfg: DictConfig) -> None:

@@ -197,3 +197,33 @@ def test_sigterm_during_start_up_records_interrupted(tmp_path):
     assert process.returncode == 143, stderr[-2000:]
     assert json.loads(metrics_path.read_text())["status"] == "interrupted"
     assert "interrupted" in stderr and "Traceback" not in stderr
+
+
+def corrupt_folder(root):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        (root / f"p{i:02d}").mkdir(parents=True)
+        for j in range(3):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / f"p{i:02d}" / f"{j}.png")
+    bad = root / "p09" / "2.png"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated: passes the first-records preflight, fails mid-epoch
+    return root
+
+
+@pytest.mark.parametrize("on_corrupt", ["stop", "skip"])
+def test_corrupt_data_is_one_line_or_counted(on_corrupt, tmp_path):
+    root = corrupt_folder(tmp_path / "people")
+    cfg = trainer.compose(["data=folder", f"data.path={root}", "data.image_size=16", "data.holdout=0",
+                           f"data.on_corrupt={on_corrupt}", "trainer.batch_size=8", "trainer.epochs=1",
+                           "logger=none", "eval=verification", "eval.pairs=10", f"run.dir={tmp_path / 'run'}"])
+    if on_corrupt == "stop":
+        with pytest.raises(RunFailed) as failure:
+            trainer.train(cfg)
+        assert str(failure.value).startswith("corrupt record") and "p09/2.png" in str(failure.value)
+        assert "\n" not in str(failure.value)
+        return
+    metrics = trainer.train(cfg)
+    assert metrics["corrupt_records"]["count"] == 1
+    assert metrics["corrupt_records"]["records"][0]["file"].endswith("p09/2.png")
