@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainer.errors import first_line
 from trainer.registry import (REGISTRIES, ConfigError, NotANumber, did_you_mean, is_number,
                               split_node, to_plain)
 
@@ -209,7 +210,7 @@ def hydra_error_line(error: BaseException) -> str:
         if isinstance(cause, OverrideParseException):
             return _override_message(cause)
         cause = cause.__cause__ or cause.__context__
-    return _first_line(error)
+    return first_line(error)
 
 
 def _syntax_error(error: BaseException) -> bool:
@@ -240,7 +241,7 @@ def _override_message(error) -> str:
         return (f"'{override}' is not key=value: if it is the rest of a value with spaces, quote "
                 f"the whole argument, e.g. 'data.path=/my photos/x'")
     hint = value.replace("'", "\\'")
-    return (f"{override}: Hydra cannot read this value ({_first_line(error)}); quote it, with the "
+    return (f"{override}: Hydra cannot read this value ({first_line(error)}); quote it, with the "
             f"shell's quotes around Hydra's: \"{key}='{hint}'\"")
 
 
@@ -429,12 +430,3 @@ def _check_augment(node) -> None:
                                       "(the chance each sample gets the op)")
             # the pipeline fills ``seed``; a mixing op's ``p`` is checked above
             _check_node("augment", op, f"{where}[{index}]", {"seed"})
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of the innermost error that says something."""
-    while not str(error).strip() and error.__cause__ is not None:
-        error = error.__cause__
-    text = str(error).strip() or type(error).__name__
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else text

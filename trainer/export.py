@@ -20,6 +20,7 @@ import os
 
 import keras
 
+from trainer.errors import first_line
 from trainer.registry import ConfigError, import_all_components
 
 EXPORT_FILE = ("export", "embedding.keras")
@@ -62,8 +63,7 @@ def load_embedding_model(path, role: str = "model_path", image_size: int | None 
     try:
         # safe_mode=True (Keras's default, stated so it is never flipped by accident): a model
         # file is data; a Lambda layer's Python code in it is refused, never run (docs/trust.md).
-        model = keras.saving.load_model(path, compile=False, custom_objects=LEGACY_OBJECTS,
-                                        safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
         if "safe_mode" in str(error):  # Keras refused code stored in the file
             raise ConfigError(f"{role}={path} holds Python code (a Lambda layer) and is refused: "
@@ -72,8 +72,8 @@ def load_embedding_model(path, role: str = "model_path", image_size: int | None 
         try:
             model = _rebuild_then_load_weights(path)
         except Exception:  # a corrupt or foreign file: one line, not a traceback
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"{role}={path} could not be loaded as a Keras model: {first}") from error
+            raise ConfigError(f"{role}={path} could not be loaded as a Keras model: "
+                              f"{first_line(error)}") from error
     model.trainable = False
     if image_size is not None:
         expected = tuple(model.input_shape[1:3])
@@ -97,18 +97,7 @@ def _rebuild_then_load_weights(path: str) -> keras.Model:
 
     with zipfile.ZipFile(path) as archive:
         config = json.loads(archive.read("config.json"))
-    model = keras.saving.deserialize_keras_object(config, custom_objects=LEGACY_OBJECTS)
+    model = keras.saving.deserialize_keras_object(config)
     model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)
     model.load_weights(path)
     return model
-
-
-class _LegacyL2Normalize(keras.layers.Layer):
-    """Last layer of exports written before the export switched to ``UnitNormalization``."""
-
-    def call(self, inputs):
-        inputs = keras.ops.cast(inputs, "float32")
-        return inputs / keras.ops.maximum(keras.ops.norm(inputs, axis=-1, keepdims=True), 1e-12)
-
-
-LEGACY_OBJECTS = {"L2Normalize": _LegacyL2Normalize, "facetrain>L2Normalize": _LegacyL2Normalize}

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import keras
 
+from trainer.errors import first_line
 from trainer.registry import ConfigError
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -258,7 +259,7 @@ def _connect_tpu(tf, name, zone, project):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
         raise ConfigError(f"runtime=tpu: TPU '{name}' could not be initialised: "
-                          f"{str(error).strip().splitlines()[0]}") from None
+                          f"{first_line(error)}") from None
     return resolver
 
 

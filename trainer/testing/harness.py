@@ -14,6 +14,7 @@ import numpy as np
 
 import keras
 
+from trainer.errors import first_line
 from trainer.testing import backends
 from trainer.testing.inputs import Batch, angle_sweep, high_label_batch, make_batch, permuted, relabelled
 
@@ -294,13 +295,13 @@ def check_shape_mismatch_error(subject, batch):
             return "FAIL", f"the error is not one clear line: {message[:200]!r}..."
         return "PASS", f"ValueError: {message}"
     except Exception as error:  # a deep backend error is what this check exists to prevent
-        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
-        return "FAIL", f"raised {type(error).__name__} from the backend, not a clear ValueError: {first}"
+        return "FAIL", (f"raised {type(error).__name__} from the backend, not a clear ValueError: "
+                        f"{first_line(error)[:160]}")
     return "FAIL", f"labels of {batch.size - 1} with {batch.size} predictions raised no error"
 
 
 def _one_line(error) -> str:
-    return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return first_line(error)[:200]
 
 
 def _names_label(message: str, label, num_classes: int) -> bool:
@@ -430,7 +431,7 @@ def run_check(check, *args) -> Verdict:
         status, detail = CHECK_FUNCTIONS[check](*args)
     except Exception as error:
         where = traceback.extract_tb(error.__traceback__)[-1]
-        message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        message = first_line(error)[:200]
         status, detail = "FAIL", (f"raised {type(error).__name__}: {message} "
                                   f"({os.path.basename(where.filename)}:{where.lineno})")
     return Verdict(check, status, detail)

@@ -20,6 +20,7 @@ import importlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from trainer.errors import first_line  # noqa: E402
 from trainer.testing.harness import LossUnderTest, close, loss_fn, max_error  # noqa: E402
 from trainer.testing.inputs import make_batch  # noqa: E402
 from trainer.testing import backends  # noqa: E402
@@ -76,7 +77,7 @@ def main():
         try:
             status, detail = compare(subject_from_spec(spec), strategy)
         except Exception as error:  # one broken loss must not hide the others' verdicts
-            message = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            message = first_line(error)[:200]
             status, detail = "FAIL", f"raised {type(error).__name__}: {message}"
         print(json.dumps({"check": "replicas", "status": status, "detail": detail}), flush=True)
 

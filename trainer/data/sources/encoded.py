@@ -23,6 +23,7 @@ import threading
 
 from trainer.data.errors import DataError
 from trainer.data.sources.base import DataSource
+from trainer.errors import first_line
 
 ON_CORRUPT = ("skip", "stop")
 PREFLIGHT_RECORDS = 4
@@ -96,7 +97,7 @@ class EncodedImageSource(DataSource):
             try:
                 image = tf.io.decode_image(data, channels=3, expand_animations=False)
             except tf.errors.OpError as error:
-                raise DataError(f"{where} cannot be decoded ({error.message.splitlines()[0]})") from None
+                raise DataError(f"{where} cannot be decoded ({first_line(error)})") from None
             height, width = int(image.shape[0]), int(image.shape[1])
             if not self.resize and (height, width) != (self.image_size, self.image_size):
                 raise DataError(f"{where} is {height}x{width}, not data.image_size={self.image_size}; "

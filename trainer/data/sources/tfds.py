@@ -6,6 +6,7 @@ import os
 
 from trainer.data.errors import DataError
 from trainer.data.sources.base import DataSource
+from trainer.errors import first_line
 from trainer.registry import DATASETS
 
 
@@ -34,8 +35,7 @@ class TFDSSource(DataSource):
             if download:
                 self.builder.download_and_prepare()
         except Exception as error:  # TFDS raises many types; the first line says what
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise DataError(f"tfds data set {dataset!r} cannot be loaded: {first}") from None
+            raise DataError(f"tfds data set {dataset!r} cannot be loaded: {first_line(error)}") from None
         features = self.builder.info.features
         for key in (image_key, label_key):
             if key not in features:
