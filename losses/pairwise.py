@@ -10,13 +10,10 @@ from __future__ import annotations
 from keras import ops
 
 from losses.base import EPSILON, FaceLoss, as_float32
+from trainer.normalize import l2_normalize
 
 # Stands in for -inf in masked reductions: -inf would make 0 * NaN gradients.
 VERY_NEGATIVE = -1e9
-
-
-def l2_normalize(x):
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), EPSILON ** 2))
 
 
 def cosine_similarity_matrix(unit):
@@ -77,7 +74,7 @@ class PairLoss(FaceLoss):
         if len(x.shape) != 2:
             raise ValueError(f"{self.describe()} expects embeddings of shape (batch, dim), "
                              f"got {tuple(x.shape)}")
-        return l2_normalize(x)
+        return l2_normalize(x, epsilon=EPSILON ** 2)
 
     def call(self, y_true, y_pred):
         unit = self.embeddings(y_pred)

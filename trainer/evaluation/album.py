@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.normalize import l2_normalize_numpy
 from trainer.registry import EVALUATORS
 
 LINKAGES = ("average", "single", "complete")
@@ -35,7 +36,7 @@ LINKAGES = ("average", "single", "complete")
 # -- clustering ----------------------------------------------------------------------
 
 def cosine_distances(embeddings: np.ndarray) -> np.ndarray:
-    normalised = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    normalised = l2_normalize_numpy(embeddings, axis=1)
     return np.clip(1.0 - normalised @ normalised.T, 0.0, 2.0)
 
 

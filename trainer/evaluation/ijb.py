@@ -36,6 +36,8 @@ import os
 
 import numpy as np
 
+from trainer.normalize import l2_normalize_numpy
+
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FPIRS = (1e-2, 1e-1)
 RANKS = (1, 5, 10)
@@ -187,7 +189,7 @@ def face_weights(features: np.ndarray, scores: np.ndarray | None, norm_score: bo
     # Float32 in, float32 out: IJB-C holds 469k faces, and pooling sums in float64 anyway.
     features = np.asarray(features)
     if not norm_score:
-        features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        features = l2_normalize_numpy(features, axis=1)
     if scores is not None:
         features = features * np.asarray(scores, features.dtype)[:, None]
     return features
@@ -205,8 +207,7 @@ def pool_templates(features: np.ndarray, templates: np.ndarray, medias: np.ndarr
     media_template = t_sorted[media_start]
     template_start = np.flatnonzero(np.r_[True, np.diff(media_template) != 0])
     pooled = np.add.reduceat(media_means, template_start, axis=0)
-    norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-    return media_template[template_start], pooled / norms
+    return media_template[template_start], l2_normalize_numpy(pooled, axis=1)
 
 
 def template_rows(template_ids: np.ndarray, wanted) -> np.ndarray:

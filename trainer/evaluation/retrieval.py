@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.normalize import l2_normalize_numpy
+
 KS = (1, 5, 10)
 MAX_ELEMENTS = 1 << 24  # similarity entries per block of queries (128 MiB of float64)
 
 
 def normalise(embeddings) -> np.ndarray:
-    embeddings = np.asarray(embeddings, np.float64)
-    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    """Unit rows in float64 (similarities are ranked; float32 ties would reorder them)."""
+    return l2_normalize_numpy(np.asarray(embeddings, np.float64), axis=1)
 
 
 def query_blocks(num_queries: int, num_references: int, max_elements: int = MAX_ELEMENTS):

@@ -20,6 +20,7 @@ import pickle
 import numpy as np
 
 from trainer.data.errors import DataError
+from trainer.normalize import l2_normalize_numpy
 from trainer.registry import EVALUATORS
 
 THRESHOLDS = np.arange(0.0, 4.0, 0.01)
@@ -40,7 +41,7 @@ def embed_with_norm(model, images: np.ndarray, batch_size: int = 256, flip: bool
         norms.append(np.linalg.norm(mirrored, axis=1))
         features = features + mirrored
     xnorm = float(np.mean(np.concatenate(norms))) if len(features) else float("nan")
-    return l2_normalise(features), xnorm
+    return l2_normalize_numpy(features, axis=1), xnorm
 
 
 def unnormalised(model):
@@ -63,11 +64,6 @@ def _predict(model, images, batch_size):
         batch = np.asarray(images[start:start + batch_size], np.float32)
         outputs.append(np.asarray(model(batch, training=False), np.float64))
     return np.concatenate(outputs) if outputs else np.zeros((0, 1))
-
-
-def l2_normalise(features: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, 1e-12)
 
 
 def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0):
