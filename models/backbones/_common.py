@@ -13,13 +13,8 @@ import contextlib
 
 import keras
 
-BN_EPSILON = 1e-5
-BN_MOMENTUM = 0.9  # PyTorch momentum=0.1 expressed the Keras way
-
-
-def batch_norm(name: str | None = None, **kwargs) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, **kwargs)
+# The BatchNorm is shared with the necks, so it lives in models.layers (public to both).
+from models.layers import batch_norm  # noqa: F401  (backbones import it from here)
 
 
 def prelu(name: str | None = None) -> keras.layers.PReLU:

@@ -9,7 +9,7 @@ so an exported model loads without this framework (``models/submodel.py``).
 
 from __future__ import annotations
 
-from models.backbones._common import batch_norm  # insightface eps / momentum
+from models.layers import batch_norm  # insightface eps / momentum
 
 __all__ = ["batch_norm", "fixed_gamma_batch_norm"]
 
