@@ -177,8 +177,6 @@ def test_module_command_exists_and_knows_its_options(document, line):
 
     module, arguments = command_arguments(line)
     assert importlib.util.find_spec(module) is not None, f"{document}: no module {module}"
-    if module == "loops.cross_model":
-        return  # argparse flags, checked by its own tests
     text = help_text(module)
     for argument in arguments:
         key = argument.partition("=")[0]

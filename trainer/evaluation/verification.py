@@ -327,14 +327,6 @@ def bin_name(path: str) -> str:
     return os.path.splitext(os.path.basename(str(path)))[0]
 
 
-def verify_pairs(embeddings: np.ndarray, index_a, index_b, issame, folds: int = 10) -> dict:
-    """Metrics of the pairs ``(index_a[i], index_b[i])`` of one embedding matrix."""
-    distances = squared_distances(embeddings[index_a], embeddings[index_b])
-    mean, std, thresholds = ten_fold_accuracy(distances, issame, folds)
-    return {"accuracy": mean, "accuracy_std": std, "threshold": float(np.median(thresholds)),
-            "pairs": int(len(issame))}
-
-
 @EVALUATORS.register("verification")
 class VerificationEvaluator:
     """Held-out identities of the data source, sampled into positive/negative pairs."""
