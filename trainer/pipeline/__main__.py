@@ -1,0 +1,167 @@
+"""``python -m trainer.pipeline compile|run --local|vertex-job|prepare ...`` (see trainer/pipeline/__init__.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import trainer.pipeline as package
+
+USAGE = ("usage: python -m trainer.pipeline compile [output=pipeline.yaml] [options] [overrides...] | "
+         "run --local [pipeline_root=local_outputs] [options] [overrides...] | "
+         "vertex-job output=job.json image=... run_dir=gs://... [overrides...] | "
+         "prepare output=<dir> [overrides...]  (--help for all options)")
+PIPELINE_OPTIONS = ("image", "production_model", "release_dir")
+COMMANDS = ("compile", "run", "vertex-job", "prepare")
+VERTEX_OPTIONS = ("output", "image", "run_dir", "machine_type", "tpu_topology", "strategy", "timeout_hours",
+                  "boot_disk_gb", "display_name")
+EXIT_RELEASE, EXIT_HOLD, EXIT_MISTAKE, EXIT_FAILED = 0, 1, 2, 3
+
+
+def _is_training_override(key: str) -> bool:
+    return key not in ("output", "pipeline_root", "cache", *PIPELINE_OPTIONS) and not key.startswith(
+        ("gate.", "evaluate.")) and key != "gate"
+
+
+def pipeline_arguments(argv, extra_options=()) -> tuple[dict, dict]:
+    """(the command's own options, the pipeline's arguments), every part checked before any work."""
+    from trainer.cli import split_arguments
+    from trainer.config import compose
+    from trainer.evaluate import parse as parse_evaluate
+    from trainer.gate import gate_config
+    from trainer.pipeline.definition import DEFAULT_EVALUATE_OPTIONS
+    from trainer.pipeline.steps import check_training_overrides
+
+    options = (*extra_options, *PIPELINE_OPTIONS)
+    own, rest = split_arguments(argv, options, USAGE,
+                                lambda key: key == "gate" or key.startswith(("gate.", "evaluate."))
+                                or _is_training_override(key.lstrip("+~")))
+    gate = [r for r in rest if r.partition("=")[0] == "gate" or r.startswith("gate.")]
+    evaluate = [r[len("evaluate."):] for r in rest if r.startswith("evaluate.")]
+    overrides = check_training_overrides([r for r in rest if r not in gate and not r.startswith("evaluate.")])
+    compose(overrides)  # names, keys and values of the training job, in one line, before anything runs
+    gate_name = next((g.partition("=")[2] for g in gate if g.startswith("gate=")), None) or "default"
+    gate_config(gate_name, [g[len("gate."):] for g in gate if g.startswith("gate.")])
+    if not any(o.partition("=")[0] == "album" for o in evaluate):
+        evaluate = [*DEFAULT_EVALUATE_OPTIONS, *evaluate]
+    parse_evaluate(evaluate)  # evaluate's own option names
+    arguments = {"overrides": overrides, "gate_overrides": gate, "evaluate_options": evaluate,
+                 "production_model": own.pop("production_model", None) or "",
+                 "release_dir": own.pop("release_dir", None) or ""}
+    if own.get("image"):
+        arguments["image"] = own.pop("image")
+    own.pop("image", None)
+    return own, arguments
+
+
+def compile_command(argv) -> str:
+    from trainer.pipeline.definition import compile_pipeline
+
+    own, arguments = pipeline_arguments(argv, ("output",))
+    output = compile_pipeline(own.get("output") or "pipeline.yaml", **arguments)
+    return f"pipeline written: {output} (image {arguments.get('image') or 'facetrain:0.1.0'})"
+
+
+def run_command_local(argv, result: dict) -> str:
+    from trainer.pipeline.definition import run_local
+    from trainer.registry import ConfigError
+
+    if "--local" not in argv:
+        raise ConfigError("only run --local runs here (kfp's local runner); submit the compiled pipeline "
+                          "(python -m trainer.pipeline compile) to Kubeflow Pipelines or Vertex AI Pipelines")
+    own, arguments = pipeline_arguments([a for a in argv if a != "--local"], ("pipeline_root", "cache"))
+    production = arguments["production_model"]
+    if production and "://" not in production:
+        from trainer.pipeline.steps import model_file
+
+        if not os.path.exists(model_file(production)):
+            raise ConfigError(f"production_model={production}: {model_file(production)} does not exist; "
+                              "give an exported embedding.keras or a release folder holding one")
+        arguments["production_model"] = os.path.abspath(production)
+    cache = str(own.get("cache") or "false").lower()
+    if cache not in ("true", "false"):
+        raise ConfigError(f"cache={own.get('cache')}: true or false")
+    try:
+        result.update(run_local(pipeline_root=own.get("pipeline_root") or "local_outputs",
+                                cache=cache == "true", **arguments))
+    except RuntimeError as error:  # kfp: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        result["failed"] = str(error)
+        return ""
+    lines = [f"gate: {result['decision'].upper()}"
+             + (f" ({result['gate_metrics'].get('reason')})" if result["gate_metrics"].get("reason") else ""),
+             f"gate report: {result['gate_report']}", f"trained model: {result['model']}"]
+    lines.append(f"released model: {result['released']}" if result["released"]
+                 else "released model: none (the gate held the model)")
+    return "\n".join(lines)
+
+
+def vertex_command(argv) -> str:
+    from trainer.atomic import write_json
+    from trainer.cli import split_arguments
+    from trainer.config import compose
+    from trainer.pipeline import vertex
+
+    own, overrides = split_arguments(argv, VERTEX_OPTIONS, USAGE, lambda key: True)
+    compose(["runtime=tpu", *overrides])
+    spec = vertex.job_spec(own.get("image") or "", own.get("run_dir") or "", overrides,
+                           machine_type=own.get("machine_type") or vertex.DEFAULT_MACHINE,
+                           tpu_topology=own.get("tpu_topology"), strategy=own.get("strategy") or "SPOT",
+                           timeout_hours=float(own.get("timeout_hours") or 72),
+                           boot_disk_gb=int(own.get("boot_disk_gb") or 100))
+    if own.get("display_name"):
+        spec = vertex.custom_job(own["display_name"], spec)
+    output = own.get("output") or "job.json"
+    write_json(output, spec)
+    return f"Vertex AI CustomJob spec written: {output}"
+
+
+def prepare_command(argv) -> str:
+    from trainer.cli import split_arguments
+    from trainer.pipeline.steps import prepare
+    from trainer.registry import ConfigError
+
+    own, overrides = split_arguments(argv, ("output",), USAGE, lambda key: True)
+    if not own.get("output"):
+        raise ConfigError(f"output= is required (the folder for data.json and generated data); {USAGE}")
+    info = prepare(overrides, own["output"])
+    return (f"data: {info['source']}, {info['train_images']} training images of {info['num_classes']} "
+            f"identities at {info['image_size']} px; held-out: {'yes' if info['heldout'] else 'no'}\n"
+            f"later steps add: {json.dumps(info['extra_overrides'])}")
+
+
+def main(argv=None) -> int:
+    from trainer.cli import run_command, start_command
+    from trainer.registry import ConfigError, did_you_mean
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if start_command(argv, f"{package.__doc__.strip()}\n\n{USAGE}"):
+        return 0
+    result: dict = {}
+
+    def body() -> str:
+        if not argv:
+            raise ConfigError(f"a command is required; {USAGE}")
+        name, rest = argv[0], argv[1:]
+        if name not in COMMANDS:
+            raise ConfigError(f"unknown command '{name}': {did_you_mean(name, COMMANDS)}; {USAGE}")
+        if name == "compile":
+            return compile_command(rest)
+        if name == "run":
+            return run_command_local(rest, result)
+        if name == "vertex-job":
+            return vertex_command(rest)
+        return prepare_command(rest)
+
+    status = run_command(body)
+    if status or argv[0] != "run":
+        return status
+    if "failed" in result:
+        print(f"error: {result['failed']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_RELEASE if result["decision"] == "release" else EXIT_HOLD
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
