@@ -84,7 +84,7 @@ def evaluate(options: dict, data_overrides=()) -> dict:
 
         report["ijb"]["roc_png"] = plot_rocs({f"{report['ijb']['subset']} 1:1": ijb_curve},
                                              os.path.join(output, "ijb_roc.png"))
-    from trainer.atomic import write_json, write_text
+    from trainer.io import write_json, write_text
 
     write_json(os.path.join(output, "report.json"), report)
     write_text(os.path.join(output, "summary.html"), summary_html(report))

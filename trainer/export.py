@@ -57,10 +57,9 @@ def exportable(embedding_model: keras.Model) -> keras.Model:
 def export_embedding_model(model: keras.Model, run_dir: str) -> str:
     """Write ``model`` (an ``exportable``) to ``<run_dir>/export/embedding.keras`` atomically."""
     from trainer import io
-    from trainer.atomic import save_with
 
     path = io.join(run_dir, *EXPORT_FILE)
-    save_with(path, model.save)
+    io.save_file(path, model.save)
     return path
 
 

@@ -1,13 +1,19 @@
-"""File operations that work on local paths and on ``gs://`` (any ``scheme://``) paths.
+"""Every file the framework writes or reads, on local paths and on ``gs://`` (any ``scheme://``) paths.
 
-Local paths use ``os`` (atomic rename, no TensorFlow needed). Remote paths go
-through ``tf.io.gfile`` (GCS, S3 via plugins, and ``ram://`` for tests). On an
-object store an object appears whole or not at all, so "write to a temporary
-local file, then upload" is the atomic write there.
+Local paths use ``os`` (no TensorFlow needed). Remote paths go through
+``tf.io.gfile`` (GCS, S3 via plugins, and ``ram://`` for tests).
+
+Writes are whole or nothing, so a reader never sees half a file and a crash
+leaves the old version or the new one: a local write goes to a temporary file in
+the same folder, is synced, then renamed over the target; on an object store an
+object appears whole, so "write beside, then rename" (text) or "write a local
+temporary, then upload" (files a library saves) is the atomic write there.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -78,27 +84,75 @@ def write_text(path: str, text: str) -> None:
             f.write(text)
         gfile.rename(temporary, path, overwrite=True)
         return
-    from trainer.atomic import write_text as write_local
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results private
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
 
-    write_local(path, text)
+
+def write_json(path: str, value) -> None:
+    """Strict JSON, written whole: NaN and infinities (not JSON) are written as null."""
+    text = json.dumps(finite_or_none(value), indent=2, sort_keys=False, default=_plain, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def read_json(path: str, default=None):
+    """The parsed file, or ``default`` when it is missing or not JSON."""
+    try:
+        if is_remote(path):
+            return json.loads(read_text(path)) if exists(path) else default
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def finite_or_none(value):
+    """``value`` with every non-finite float (also NumPy's) replaced by None, recursively."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) or type(value).__name__.startswith("float"):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return value
 
 
 def save_file(path: str, save) -> None:
-    """``save(local_temporary_path)`` then move (local) or upload (remote) it to ``path``."""
-    if not is_remote(path):
-        from trainer.atomic import save_with
-
-        save_with(path, save)
+    """``save(local_temporary_path)``, then move (local) or upload (remote) the result to ``path``."""
+    if is_remote(path):
+        gfile = _gfile()
+        folder = tempfile.mkdtemp(prefix="facetrain-")
+        try:
+            local = os.path.join(folder, os.path.basename(path))
+            save(local)
+            gfile.makedirs(path.rsplit("/", 1)[0])
+            gfile.copy(local, path, overwrite=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         return
-    gfile = _gfile()
-    folder = tempfile.mkdtemp(prefix="facetrain-")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
-        local = os.path.join(folder, os.path.basename(path))
-        save(local)
-        gfile.makedirs(path.rsplit("/", 1)[0])
-        gfile.copy(local, path, overwrite=True)
+        save(temporary)
+        _sync(temporary)  # on disk before it takes the final name: a crash leaves the old or the new
+        os.replace(temporary, path)
+        _sync(folder)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def load_file(path: str, load):
@@ -112,3 +166,33 @@ def load_file(path: str, load):
         return load(local)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def _sync(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _plain(value):
+    """JSON for what ``json`` does not know: NumPy scalars and arrays, else the text."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import keras
 from omegaconf import OmegaConf
 
-from trainer.atomic import read_json, write_json
+from trainer.io import join, read_json, write_json
 
 PACKAGES = ("tensorflow", "keras", "jax", "numpy", "hydra-core", "tensorflow-datasets", "wandb")
 
@@ -46,8 +46,7 @@ def package_versions() -> dict:
 
 def read_metrics(run_dir: str) -> dict:
     """The run's ``metrics.json`` ({} when there is none or it is unreadable)."""
-    return read_json(os.path.join(run_dir, "metrics.json") if "://" not in run_dir
-                     else run_dir.rstrip("/") + "/metrics.json", {}) or {}
+    return read_json(join(run_dir, "metrics.json"), {}) or {}
 
 
 class RunReport:

@@ -269,7 +269,7 @@ def write_results(study, sweep_dir: str) -> None:
     """``optimization_results.yaml``: the best trial so far and how the trials ended."""
     import optuna
 
-    from trainer.atomic import write_text
+    from trainer.io import write_text
 
     trials = study.get_trials(deepcopy=False)
     summary = {"name": study.study_name, "direction": study.direction.name.lower(),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import trainer
-from trainer.atomic import write_json
+from trainer.io import write_json
 from trainer.callbacks.checkpoint import Checkpoint, restorable_checkpoint
 from trainer.registry import ConfigError
 from trainer.run import AlreadyFinished, RunFailed, _check_final_model

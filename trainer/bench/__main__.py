@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     report["command"] = "python -m trainer.bench " + " ".join(argv)
-    from trainer.atomic import write_json
+    from trainer.io import write_json
     from trainer.bench.summary import summary_lines
 
     output = str(cfg.bench.output)
