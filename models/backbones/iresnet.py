@@ -53,8 +53,14 @@ def iresnet_block(input_shape, filters: int, stride: int = 1, downsample: bool =
 
 
 def build_iresnet(input_shape=(112, 112, 3), layers=(3, 4, 14, 3), widths=STAGE_WIDTHS,
-                  stem_width: int = 64, remat: bool = False, name: str = "iresnet") -> keras.Model:
-    """IResNet with ``layers[i]`` blocks in stage ``i``; output (B, H/16, W/16, widths[-1])."""
+                  stem_width: int = 64, remat: bool = False, name: str = "iresnet",
+                  weights=None, freeze_stages: int = 0) -> keras.Model:
+    """IResNet with ``layers[i]`` blocks in stage ``i``; output (B, H/16, W/16, widths[-1]).
+
+    ``weights``: an insightface state dict (.pth), ONNX file or our own
+    ``embedding.keras`` (``models.weights``); ``freeze_stages``: the stem and
+    that many first stages are not trained.
+    """
     check_input_shape(input_shape, name, minimum=MINIMUM_INPUT)
     block_names = [f"stage{s + 1}_block{b + 1}" for s, n in enumerate(layers) for b in range(n)]
     inputs = keras.Input(input_shape, name="image")
@@ -70,12 +76,16 @@ def build_iresnet(input_shape=(112, 112, 3), layers=(3, 4, 14, 3), widths=STAGE_
                                   downsample=stride != 1 or channels != width, dtype=x.dtype,
                                   name=f"stage{stage + 1}_block{block + 1}")(x)
                 channels = width
-    return keras.Model(inputs, x, name=name)
+    from models.weights import initialise_backbone
+
+    return initialise_backbone(keras.Model(inputs, x, name=name), weights, freeze_stages, "iresnet")
 
 
 def _register(depth: int):
-    def factory(input_shape=(112, 112, 3), remat: bool = False) -> keras.Model:
-        return build_iresnet(input_shape, DEPTHS[depth], remat=remat, name=f"iresnet{depth}")
+    def factory(input_shape=(112, 112, 3), remat: bool = False, weights=None,
+                freeze_stages: int = 0) -> keras.Model:
+        return build_iresnet(input_shape, DEPTHS[depth], remat=remat, name=f"iresnet{depth}",
+                             weights=weights, freeze_stages=freeze_stages)
 
     factory.minimum_input_size = lambda **_: MINIMUM_INPUT
     factory.__name__ = f"iresnet{depth}"
@@ -89,6 +99,8 @@ iresnet18, iresnet34, iresnet50, iresnet100, iresnet200 = (_register(d) for d in
 @BACKBONES.register("iresnet")
 @minimum_input_size(lambda **_: MINIMUM_INPUT)
 def iresnet(input_shape=(112, 112, 3), layers=(3, 4, 14, 3), widths=STAGE_WIDTHS,
-            stem_width: int = 64, remat: bool = False) -> keras.Model:
+            stem_width: int = 64, remat: bool = False, weights=None,
+            freeze_stages: int = 0) -> keras.Model:
     """IResNet of any depth/width (``layers`` blocks per stage), e.g. for small ablations."""
-    return build_iresnet(input_shape, tuple(layers), tuple(widths), stem_width, remat)
+    return build_iresnet(input_shape, tuple(layers), tuple(widths), stem_width, remat,
+                         weights=weights, freeze_stages=freeze_stages)

@@ -26,9 +26,19 @@ def build_application(builder, name: str, input_shape, weights, remat: bool,
                           "it); use iresnet* or vit_* for gradient checkpointing")
     if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
         raise ConfigError(f"backbone '{name}': weights file '{weights}' does not exist; "
-                          "give a local .weights.h5 path or weights=null")
-    model = builder(include_top=False, weights=weights, input_shape=tuple(input_shape), **options)
-    return keras.Model(model.inputs[0], model.outputs[0], name=name)
+                          "give a local .weights.h5 path, an exported embedding.keras or weights=null")
+    from models import weights as pretrained
+
+    exported = weights if pretrained.imports_weights(weights) else None  # our own embedding.keras
+    if exported and not str(exported).lower().endswith(".keras"):
+        raise ConfigError(f"backbone '{name}': weights={weights} is a PyTorch/ONNX file; those are read for "
+                          "iresnet* and mobilefacenet only (here: a .weights.h5 or an embedding.keras)")
+    model = builder(include_top=False, weights=None if exported else weights,
+                    input_shape=tuple(input_shape), **options)
+    model = keras.Model(model.inputs[0], model.outputs[0], name=name)
+    if exported:
+        pretrained.load_backbone_weights(model, exported, "keras_app")
+    return model
 
 
 def _register(name: str, builder_name: str, **options):

@@ -39,10 +39,13 @@ MINIMUM_INPUT = 16  # four stride-2 stages
 @BACKBONES.register("mobilefacenet")
 @minimum_input_size(lambda **_: MINIMUM_INPUT)
 def mobilefacenet(input_shape=(112, 112, 3), blocks=(1, 4, 6, 2), scale: int = 2,
-                  remat: bool = False) -> keras.Model:
+                  remat: bool = False, weights=None, freeze_stages: int = 0) -> keras.Model:
     """MobileFaceNet trunk; output (B, H/16, W/16, 512). Pair it with ``neck=gdc``.
 
     ``remat`` is accepted for a uniform signature and ignored: the model is small.
+    ``weights``: an insightface state dict (.pth), ONNX file or our own
+    ``embedding.keras`` (``models.weights``); ``freeze_stages``: the stem and
+    that many first stages are not trained.
     """
     del remat
     check_input_shape(input_shape, "mobilefacenet", minimum=MINIMUM_INPUT)
@@ -65,4 +68,7 @@ def mobilefacenet(input_shape=(112, 112, 3), blocks=(1, 4, 6, 2), scale: int = 2
             x = _depthwise_block(x, filters, 1, expansion, f"stage{stage}_block{i + 1}",
                                  residual=True)
     x = _conv(x, 512, 1, 1, 1, "conv_sep")
-    return keras.Model(inputs, x, name="mobilefacenet")
+    from models.weights import initialise_backbone
+
+    return initialise_backbone(keras.Model(inputs, x, name="mobilefacenet"), weights, freeze_stages,
+                               "mobilefacenet")
