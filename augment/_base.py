@@ -11,12 +11,14 @@ Subclasses write their maths with ``self.backend.numpy`` / ``.random`` /
 
 from __future__ import annotations
 
+import abc
+
 import keras
 
 from trainer.keras_private import DataLayer, seed_generator
 
 
-class AugmentLayer(DataLayer):
+class AugmentLayer(DataLayer, metaclass=abc.ABCMeta):
     """A random op on a batch (B, H, W, C) of float images in 0..255.
 
     Every sample gets its own draw; ``seed`` makes a fresh layer repeat itself
@@ -35,8 +37,9 @@ class AugmentLayer(DataLayer):
         images = self.backend.cast(images, "float32")
         return self.augment(images, seed_generator(self))
 
+    @abc.abstractmethod
     def augment(self, images, seed):
-        raise TypeError(f"{type(self).__name__} must define augment(images, seed)")
+        """The op on float images (B, H, W, C) in 0..255; ``seed`` is the backend's seed generator."""
 
     # Helpers for subclasses ------------------------------------------------
     def batch_size(self, images):

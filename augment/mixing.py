@@ -13,6 +13,8 @@ do). Samples the op's ``p`` left alone have ``mix_labels == labels`` and weight 
 
 from __future__ import annotations
 
+import abc
+
 import keras
 
 from augment._base import AugmentLayer
@@ -34,20 +36,28 @@ class MixingLayer(AugmentLayer):
         self.alpha = float(alpha)
         self.p = float(p)
 
+    @abc.abstractmethod
     def blend(self, images, partner_images, seed):
         """(mixed images, weight of the original image) per sample."""
-        raise TypeError(f"{type(self).__name__} must define blend(images, partner_images, seed)")
+
+    def mix(self, images, seed):
+        """(images, partner index, chosen, weight): each sample mixed with its partner where chosen."""
+        np_ = self.backend.numpy
+        batch = self.batch_size(images)
+        partner = self.backend.random.shuffle(np_.arange(batch, dtype="int32"), seed=seed)
+        mixed, weight = self.blend(images, np_.take(images, partner, axis=0), seed)
+        chosen = self.uniform(batch, 0.0, 1.0, seed) < self.p
+        return np_.where(np_.reshape(chosen, (-1, 1, 1, 1)), mixed, images), partner, chosen, weight
+
+    def augment(self, images, seed):
+        """The mixed images alone (what ``call`` returns for images without labels)."""
+        return self.mix(images, seed)[0]
 
     def call(self, data, training=True):
         np_ = self.backend.numpy
         with_labels = isinstance(data, dict)
         images = self.backend.cast(data["images"] if with_labels else data, "float32")
-        seed = seed_generator(self)
-        batch = self.batch_size(images)
-        partner = self.backend.random.shuffle(np_.arange(batch, dtype="int32"), seed=seed)
-        mixed, weight = self.blend(images, np_.take(images, partner, axis=0), seed)
-        chosen = self.uniform(batch, 0.0, 1.0, seed) < self.p
-        images = np_.where(np_.reshape(chosen, (-1, 1, 1, 1)), mixed, images)
+        images, partner, chosen, weight = self.mix(images, seed_generator(self))
         if not with_labels:
             return images
         labels = self.backend.cast(data["labels"], "int32")

@@ -75,9 +75,14 @@ class NTXentLoss(PairLoss):
         if rows is not None and rows % 2:
             raise ValueError(f"{self.describe()} needs 2N stacked views (rows i and i + N paired), "
                              f"got an odd batch of {rows}")
+        labels = None
         if y_true is not None:
             labels = self.int_labels(y_true)
             self.check_batch(labels, unit, "views")
+        return self.pair_loss(labels, unit)
+
+    def pair_loss(self, labels, unit):
+        """Positional pairs: rows i and i + N are one image's two views; ``labels`` are not used."""
         half = ops.shape(unit)[0] // 2
         ids = ops.arange(ops.shape(unit)[0], dtype="int32") % half
         return supervised_contrastive(unit, pair_masks(ids)[0], self.temperature)

@@ -7,6 +7,8 @@ no gathers or dynamic shapes, so they compile under XLA.
 
 from __future__ import annotations
 
+import abc
+
 from keras import ops
 
 from losses.base import EPSILON, FaceLoss, as_float32
@@ -57,15 +59,15 @@ def spread_total(per_anchor_sum, count):
     return per_anchor_sum * (batch / ops.maximum(ops.cast(count, "float32"), 1.0))
 
 
-class PairLoss(FaceLoss):
+class PairLoss(FaceLoss, metaclass=abc.ABCMeta):
     """Embeddings in, per-sample values out; subclasses implement :meth:`pair_loss`."""
 
     input_kind = "embeddings"
     scale_invariant = True
 
+    @abc.abstractmethod
     def pair_loss(self, labels, unit):
         """Per-sample loss (B,) from int labels (B,) and unit embeddings (B, D)."""
-        raise TypeError(f"{type(self).__name__} must define pair_loss(labels, unit)")
 
     def embeddings(self, y_pred):
         if isinstance(y_pred, dict):

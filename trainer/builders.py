@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 
-from trainer.export import exportable  # noqa: F401  (its home is trainer.export; old import path)
 from trainer.registry import (BACKBONES, HEADS, LOOPS, LOSSES, NECKS, OPTIMIZERS,
                               PREPROCESSORS, SCHEDULES, to_plain)
 

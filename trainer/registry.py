@@ -347,10 +347,7 @@ def split_node(config: Mapping[str, Any] | str, kind: str) -> tuple[str, dict[st
 
 def to_plain(value: Any) -> Any:
     """OmegaConf nodes → dicts/lists, leaving plain values alone."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - hydra is a hard dependency
-        return dict(value) if isinstance(value, Mapping) else value
+    from omegaconf import DictConfig, ListConfig, OmegaConf  # here: importing the registry stays light
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     if isinstance(value, Mapping):

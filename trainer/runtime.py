@@ -22,7 +22,7 @@ import contextlib
 import glob
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 
@@ -41,8 +41,6 @@ class Runtime:
     precision: str = "float32"
     distribution: object | None = None   # a keras.distribution (JAX), or None
     worker_index: int = 0                # this process's index in a multi-worker job
-    num_workers: int = 1
-    extra: dict = field(default_factory=dict)
 
     @property
     def num_replicas(self) -> int:
@@ -213,7 +211,6 @@ def _multiworker(node, runtime: Runtime) -> None:
     runtime.strategy = tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(
             implementation=implementation[communication]))
-    runtime.num_workers = len(workers)
     runtime.worker_index = worker_index(node)
     if not tf.config.list_physical_devices("GPU"):
         _no_xla_collectives_on_cpu(runtime, "multiworker")

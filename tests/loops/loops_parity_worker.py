@@ -36,7 +36,7 @@ def embedding_model(seed):
 
 
 def exported(path, seed):
-    from trainer.builders import exportable
+    from trainer.export import exportable
 
     exportable(embedding_model(seed)).save(path)
     return path

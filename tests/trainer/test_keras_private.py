@@ -30,6 +30,8 @@ def test_private_members_of_a_live_data_layer():
     layer = build("augment", {"name": "flip", "seed": 1})
     assert isinstance(layer, keras_private.DataLayer)
     for owner, member in keras_private.PRIVATE_MEMBERS:
+        if owner == "Model":  # a model's members: checked on a live model below
+            continue
         target = layer
         for part in member.split("."):
             assert hasattr(target, part), f"keras {keras.__version__}: {owner}.{member} is gone"

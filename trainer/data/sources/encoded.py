@@ -18,6 +18,7 @@ to uint8 (H, W, 3) at ``image_size`` and deals with the user's data mistakes:
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 
@@ -63,9 +64,9 @@ class EncodedImageSource(DataSource):
         self._lock = threading.Lock()
 
     # -- what subclasses provide -----------------------------------------------------
+    @abc.abstractmethod
     def _records(self, heldout: bool = False):
         """``tf.data.Dataset`` of (encoded bytes, int32 label, file string, int64 record index)."""
-        raise TypeError(f"{type(self).__name__} must define _records(heldout) (see EncodedSource)")
 
     def _has_heldout(self) -> bool:
         return False
