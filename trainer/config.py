@@ -103,7 +103,7 @@ NUMBER_KEYS = {
 OPTIONAL_NUMBER_KEYS = {"data.image_size"}
 
 
-def _run_dir_name(name, override_dirname) -> str:
+def run_dir_name(name, override_dirname) -> str:
     """The run folder: the given name, else one derived from the overrides.
 
     Deriving it from the command makes "rerun the same command" find the same
@@ -118,9 +118,12 @@ def _run_dir_name(name, override_dirname) -> str:
     return base
 
 
+_run_dir_name = run_dir_name  # trainer.run's name for it, until it imports the public one
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_dir_name"):
-        OmegaConf.register_new_resolver("run_dir_name", _run_dir_name, use_cache=False)
+        OmegaConf.register_new_resolver("run_dir_name", run_dir_name, use_cache=False)
 
 
 def plugin_search_paths() -> list[str]:
