@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import trainer.pipeline as package
@@ -30,8 +31,8 @@ def pipeline_arguments(argv, extra_options=()) -> tuple[dict, dict]:
     from trainer.config import compose
     from trainer.evaluate import parse as parse_evaluate
     from trainer.gate import gate_config
-    from trainer.pipeline.definition import DEFAULT_EVALUATE_OPTIONS
-    from trainer.pipeline.steps import check_training_overrides
+    from trainer.pipeline.steps import DEFAULT_EVALUATE_OPTIONS, check_training_overrides
+    from trainer.registry import ConfigError
 
     options = (*extra_options, *PIPELINE_OPTIONS)
     own, rest = split_arguments(argv, options, USAGE,
@@ -45,7 +46,10 @@ def pipeline_arguments(argv, extra_options=()) -> tuple[dict, dict]:
     gate_config(gate_name, [g[len("gate."):] for g in gate if g.startswith("gate.")])
     if not any(o.partition("=")[0] == "album" for o in evaluate):
         evaluate = [*DEFAULT_EVALUATE_OPTIONS, *evaluate]
-    parse_evaluate(evaluate)  # evaluate's own option names
+    try:
+        parse_evaluate(evaluate)  # evaluate's own option names
+    except ConfigError as error:
+        raise ConfigError(f"evaluate options: {error}") from None
     arguments = {"overrides": overrides, "gate_overrides": gate, "evaluate_options": evaluate,
                  "production_model": own.pop("production_model", None) or "",
                  "release_dir": own.pop("release_dir", None) or ""}
@@ -55,16 +59,27 @@ def pipeline_arguments(argv, extra_options=()) -> tuple[dict, dict]:
     return own, arguments
 
 
+def require_kfp() -> None:
+    """After the arguments are checked (they need no kfp), before the pipeline is built."""
+    from trainer.registry import ConfigError
+
+    try:
+        import kfp  # noqa: F401
+    except ImportError:
+        raise ConfigError("the pipeline needs kfp (Kubeflow Pipelines SDK 2.x): "
+                          "pip install 'facetrain[pipeline]'") from None
+
+
 def compile_command(argv) -> str:
+    own, arguments = pipeline_arguments(argv, ("output",))
+    require_kfp()
     from trainer.pipeline.definition import compile_pipeline
 
-    own, arguments = pipeline_arguments(argv, ("output",))
     output = compile_pipeline(own.get("output") or "pipeline.yaml", **arguments)
     return f"pipeline written: {output} (image {arguments.get('image') or 'facetrain:0.1.0'})"
 
 
 def run_command_local(argv, result: dict) -> str:
-    from trainer.pipeline.definition import run_local
     from trainer.registry import ConfigError
 
     if "--local" not in argv:
@@ -82,11 +97,14 @@ def run_command_local(argv, result: dict) -> str:
     cache = str(own.get("cache") or "false").lower()
     if cache not in ("true", "false"):
         raise ConfigError(f"cache={own.get('cache')}: true or false")
+    require_kfp()
+    from trainer.pipeline.definition import run_local
+
     try:
         result.update(run_local(pipeline_root=own.get("pipeline_root") or "local_outputs",
                                 cache=cache == "true", **arguments))
     except RuntimeError as error:  # kfp: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
-        result["failed"] = str(error)
+        result["failed"] = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # without the log's colours
         return ""
     lines = [f"gate: {result['decision'].upper()}"
              + (f" ({result['gate_metrics'].get('reason')})" if result["gate_metrics"].get("reason") else ""),

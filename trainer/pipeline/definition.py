@@ -10,9 +10,9 @@ from typing import List, NamedTuple
 from kfp import compiler, dsl
 
 from trainer.pipeline.components import DEFAULT_IMAGE, build
+from trainer.pipeline.steps import DEFAULT_EVALUATE_OPTIONS
 
 NAME = "facetrain"
-DEFAULT_EVALUATE_OPTIONS = ("album=true",)
 
 
 def build_pipeline(image: str = DEFAULT_IMAGE, overrides: Sequence[str] = (), production_model: str = "",

@@ -25,6 +25,7 @@ GENERATED_SOURCES = ("synthetic_faces",)
 # Keys the pipeline sets itself: each step's outputs live in its own artifact.
 RESERVED_KEYS = ("run.dir", "hydra.run.dir", "hydra.sweep.dir")
 MODEL_FILE = "embedding.keras"
+DEFAULT_EVALUATE_OPTIONS = ("album=true",)  # albums: what users see of a model
 NO_PRODUCTION_MODEL = ("no production model: nothing in production to compare with, so no album users "
                        "have can break and no stored feature can become incompatible; released "
                        "as a first model (training already refuses degenerate models)")
@@ -39,7 +40,7 @@ class StepFailed(RuntimeError):
 def quote(value) -> str:
     """A value for a Hydra override: plain when Hydra reads it back unchanged, else quoted."""
     text = str(value)
-    if re.fullmatch(r"[A-Za-z0-9_./@+-]+", text):
+    if re.fullmatch(r"[A-Za-z0-9_./@+:-]+", text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -83,7 +84,8 @@ def run(arguments: list[str], allowed=(0,)) -> int:
     print("+ " + " ".join(arguments), flush=True)
     status = subprocess.run(arguments, check=False).returncode
     if status not in allowed:
-        raise StepFailed(f"{' '.join(arguments[1:3])} ended with exit status {status} (see the lines above)")
+        name = " ".join(arguments[2:3]) or arguments[0]
+        raise StepFailed(f"{name} ended with exit status {status} (see the lines above)")
     return status
 
 
@@ -101,6 +103,18 @@ def numbers(value, prefix: str = "") -> dict:
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         found[prefix.rstrip(".")] = float(value)
     return found
+
+
+def log_metrics(metrics, values: dict) -> None:
+    """Numbers into a kfp Metrics artifact: its metadata (what the UI shows) and its file.
+
+    The file matters too: kfp's local cache treats an output whose file is missing as a miss.
+    """
+    for key, value in values.items():
+        metrics.log_metric(key, value)
+    os.makedirs(os.path.dirname(os.path.abspath(metrics.path)), exist_ok=True)
+    with open(metrics.path, "w", encoding="utf-8") as f:
+        json.dump(dict(metrics.metadata), f, indent=2)
 
 
 def model_file(path: str) -> str:
@@ -158,11 +172,10 @@ def train_step(overrides: list[str], dataset, model, run_dir, metrics) -> dict:
         raise StepFailed(f"the training run ended with status {result.get('status')!r} and no export")
     os.makedirs(model.path, exist_ok=True)
     shutil.copyfile(os.path.join(run_dir.path, result["export"]), os.path.join(model.path, MODEL_FILE))
-    for key, value in numbers({"untrained": result.get("untrained", {}), "final": result.get("final", {})}).items():
-        metrics.log_metric(key, value)
-    for key in ("wall_seconds", "images_per_second", "steps"):
-        if isinstance(result.get(key), (int, float)):
-            metrics.log_metric(key, float(result[key]))
+    values = numbers({"untrained": result.get("untrained", {}), "final": result.get("final", {})})
+    values.update({k: float(result[k]) for k in ("wall_seconds", "images_per_second", "steps")
+                   if isinstance(result.get(k), (int, float))})
+    log_metrics(metrics, values)
     model.metadata.update({"file": MODEL_FILE, "overrides": list(overrides),
                            "image_size": info["image_size"], "framework": "keras"})
     return result
@@ -181,8 +194,7 @@ def evaluate_step(options: list[str], dataset, model, evaluation, metrics, summa
         reported["album"] = {period: {k: v for k, v in report["album"][period].items() if k != "breakage"}
                              for period in ("period1", "period2_incremental", "period2_full")
                              if period in report["album"]}
-    for key, value in numbers(reported).items():
-        metrics.log_metric(key, value)
+    log_metrics(metrics, numbers(reported))
     shutil.copyfile(os.path.join(evaluation.path, "summary.html"), summary.path)
     return report
 
@@ -224,15 +236,14 @@ def gate_step(production_model: str, gate_overrides: list[str], dataset, model, 
             f.write(f"<html><body><h1>{decided['decision'].upper()}</h1>"
                     f"<p>{html.escape(decided['reason'])}</p></body></html>\n")
     shutil.copyfile(page, summary.path)
-    metrics.log_metric("release", 1.0 if decided["release"] else 0.0)
-    metrics.log_metric("failed_checks", float(len(decided["failed"])))
-    for check in decided["checks"]:
-        if isinstance(check.get("new"), (int, float)):
-            metrics.log_metric(f"{check['check']}: new", float(check["new"]))
     # Strings in the metadata: what a person reads in the UI next to the numbers.
     for artifact in (report, metrics):
         artifact.metadata.update({"decision": decided["decision"], "reason": decided["reason"],
                                   "production_model": production_model or "none"})
+    values = {"release": 1.0 if decided["release"] else 0.0, "failed_checks": float(len(decided["failed"]))}
+    values.update({f"{c['check']}: new": float(c["new"]) for c in decided["checks"]
+                   if isinstance(c.get("new"), (int, float))})
+    log_metrics(metrics, values)
     return decided["decision"]
 
 
