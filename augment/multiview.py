@@ -9,26 +9,30 @@ the NT-Xent loss expects.
 
 from __future__ import annotations
 
-from augment.pipeline import AugmentPipeline
 from trainer.keras_private import in_tf_graph
 from trainer.registry import ConfigError
 
 
-def _concat(tensors):
-    """Concatenate on axis 0 with TensorFlow inside tf.data graphs, keras.ops elsewhere."""
+def _ops():
+    """TensorFlow inside tf.data graphs (any Keras backend), keras.ops elsewhere."""
     if in_tf_graph():
         import tensorflow as tf
 
-        return tf.concat(tensors, axis=0)
+        return tf
     import keras
 
-    return keras.ops.concatenate(tensors, axis=0)
+    return keras.ops
+
+
+def _concat(tensors):
+    ops = _ops()
+    return ops.concat(tensors, axis=0) if ops.__name__ == "tensorflow" else ops.concatenate(tensors, axis=0)
 
 
 class MultiView:
     """N views, each drawn by its own pipeline (None = the unaugmented image)."""
 
-    def __init__(self, pipelines: list[AugmentPipeline | None]):
+    def __init__(self, pipelines: list):  # AugmentPipeline or None (the unaugmented image) each
         if len(pipelines) < 2:
             raise ConfigError("augment: a multi-view setup needs at least 2 views")
         if any(p is not None and p.mixes_labels for p in pipelines):
@@ -46,6 +50,11 @@ class MultiView:
         views = [images if p is None else p(images, labels)[0] for p in self.pipelines]
         stacked_labels = None if labels is None else _concat([labels] * self.num_views)
         return _concat(views), stacked_labels
+
+    def view_axis(self, images, labels=None):
+        """The views on an axis of their own: ((B, V, H, W, C) images, (B,) labels)."""
+        views = [images if p is None else p(images, labels)[0] for p in self.pipelines]
+        return _ops().stack(views, axis=1), labels
 
     def __repr__(self):
         return f"MultiView({self.pipelines!r})"

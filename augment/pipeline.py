@@ -22,6 +22,7 @@ import keras
 
 from augment._base import AugmentLayer
 from augment.mixing import MixingLayer
+from augment.multiview import MultiView
 from trainer.registry import AUGMENTS, ConfigError, accepted_parameters, to_plain
 
 PIPELINE_KEYS = ("ops", "seed", "num_views", "views")
@@ -136,7 +137,6 @@ def build_augmentation(node: Any):
     Keys: ``ops`` (list of op nodes), ``seed``, ``num_views`` (copies of ``ops``
     drawn independently), or ``views`` (a list of ``{ops: [...]}``, one per view).
     """
-    from augment.multiview import MultiView
 
     node = to_plain(node) or {}
     if isinstance(node, list):

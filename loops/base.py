@@ -17,6 +17,8 @@ one global program, so the batch is already global and nothing is gathered.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 from keras import ops
 
@@ -72,13 +74,42 @@ class FaceLoop(keras.Model):
         return scale_loss_for_distribution(ops.sum(ops.stack(
             [ops.cast(loss, "float32") for loss in self.losses])))
 
-    def training_batches(self, source, batch_size, seed, steps_per_epoch, epochs, augment=None,
-                         start_epoch=0):
-        """The default pipeline; loops that need other batches override this."""
-        from trainer.data.pipeline import training_batches
+    # -- the contract with the runner (trainer.run): hooks it calls, in this order -----------
+    def batch_needs(self, augment) -> "BatchNeeds":
+        """What the training batches must be; the data pipeline builds them (never the loop).
 
-        return training_batches(source, batch_size, seed, steps_per_epoch, epochs,
-                                augment=augment, start_epoch=start_epoch)
+        ``augment`` is the configured augmentation (None, a pipeline or a multi-view);
+        raise ``ConfigError`` here when it does not suit the loop.
+        """
+        return BatchNeeds()
+
+    def prepare(self, source) -> None:
+        """Before the first training step of a run (also a resumed one): per-run statistics
+        the loop needs from the data (BCT: the old model's class means)."""
+
+    def epoch_callbacks(self, source) -> list:
+        """Keras callbacks only this loop can provide (BCT: old-vs-new verification per epoch)."""
+        return []
+
+    def final_metrics(self, source) -> dict:
+        """Numbers only this loop can measure, merged into ``metrics.json`` ``final``."""
+        return {}
+
+
+@dataclass(frozen=True)
+class BatchNeeds:
+    """What a loop's training batches must be (``FaceLoop.batch_needs``).
+
+    ``sampling``: ``uniform`` (each epoch a seeded shuffle of every image) or
+    ``identities`` (P×K: ``images_per_identity`` images of each of P identities
+    per batch, for mined pair losses). ``views``: independently augmented views
+    of each image (> 1: images (B, V, H, W, 3) from a multi-view augmentation;
+    1: the augmentation as configured).
+    """
+
+    sampling: str = "uniform"
+    images_per_identity: int = 0
+    views: int = 1
 
 
 def num_replicas() -> int:

@@ -21,7 +21,7 @@ Reports, at each epoch end, verification accuracy on the held-out pairs for
 new-vs-new, old-vs-old and old-vs-new (the gallery made by the old model, the
 query by the new one): ``bct_new_accuracy``, ``bct_old_accuracy``,
 ``bct_cross_accuracy`` in the epoch logs (``metrics.json`` ``epochs``).
-``python -m loops.cross_model --old A.keras --new B.keras`` measures any two exports.
+``python -m trainer.tools.cross_model --old A.keras --new B.keras`` measures any two exports.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ class BCTLoop(SupervisedLoop):
             name="old_classifier", shape=(old_dim, self.num_classes), initializer="zeros",
             dtype="float32", trainable=False, autocast=False)
         self.prepared = False
-        self.source = None
 
     def loop_config(self):
         return {"num_classes": self.num_classes, "old_model": self.old_model_path,
@@ -83,47 +82,37 @@ class BCTLoop(SupervisedLoop):
         influence = self.influence_loss(y, y_pred["old"], sample_weight=sample_weight)
         return new + self.influence_weight * influence + self.regularization_loss()
 
-    def final_metrics(self, source) -> dict:
+    def final_metrics(self, data) -> dict:
         """Old-vs-new (cross-model) verification next to new-vs-new, for ``metrics.json`` final."""
-        from loops.cross_model import cross_model_verification
-        from trainer.data.pipeline import materialise
-
-        images, labels = materialise(source.heldout())
-        scores = cross_model_verification(self.old_model, self.embedding_model, images, labels,
-                                          self.evaluation_pairs)
+        if data.heldout() is None:
+            return {}
+        scores = data.cross_model_verification(self.old_model, self.embedding_model, self.evaluation_pairs)
         return {"bct": {f"{key}_accuracy": value for key, value in scores.items()}}
 
     # -- before training: the old classifier ---------------------------------
-    def prepare(self, source) -> None:
+    def prepare(self, data) -> None:
         """Fill the frozen old classifier with the old model's normalised class means."""
-        means = class_means(self.old_model, source.train(), self.num_classes)
-        self.old_classifier.assign(means.T.astype(np.float32))
-        self.prepared = True
-
-    def training_batches(self, source, batch_size, seed, steps_per_epoch, epochs, augment=None,
-                         start_epoch=0):
-        if source.num_classes != self.num_classes:
-            raise ConfigError(f"loop=bct: the data set has {source.num_classes} classes, the loop "
+        if data.num_classes != self.num_classes:
+            raise ConfigError(f"loop=bct: the data set has {data.num_classes} classes, the loop "
                               f"was built for {self.num_classes}")
         if not self.prepared:
-            self.prepare(source)
-        self.source = source
-        return super().training_batches(source, batch_size, seed, steps_per_epoch, epochs,
-                                        augment=augment, start_epoch=start_epoch)
+            means = class_means(self.old_model, data.train_batches(256), self.num_classes)
+            self.old_classifier.assign(means.T.astype(np.float32))
+            self.prepared = True
 
-    def fit(self, *args, callbacks=None, **kwargs):
-        callbacks = list(callbacks or [])
-        if self.source is not None and self.source.heldout() is not None and self.evaluation_pairs:
-            # First, so the loggers after it see the accuracies in the same epoch logs.
-            callbacks.insert(0, CrossModelVerification(self.old_model, self.source,
-                                                       self.evaluation_pairs))
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+    def epoch_callbacks(self, data) -> list:
+        if data.heldout() is None or not self.evaluation_pairs:
+            return []
+        return [CrossModelVerification(self.old_model, data, self.evaluation_pairs)]
 
 
-def class_means(model, examples, num_classes: int, batch_size: int = 256) -> np.ndarray:
-    """(num_classes, D) L2-normalised means of ``model``'s normalised embeddings per class."""
+def class_means(model, batches, num_classes: int) -> np.ndarray:
+    """(num_classes, D) L2-normalised means of ``model``'s normalised embeddings per class.
+
+    ``batches``: NumPy (images, labels) batches of the whole training set.
+    """
     sums, counts = None, np.zeros(num_classes, np.float64)
-    for images, labels in examples.batch(batch_size).as_numpy_iterator():
+    for images, labels in batches:
         embeddings = np.asarray(model(images.astype(np.float32), training=False), np.float64)
         embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         if sums is None:
@@ -138,19 +127,12 @@ def class_means(model, examples, num_classes: int, batch_size: int = 256) -> np.
 class CrossModelVerification(keras.callbacks.Callback):
     """Adds ``bct_{new,old,cross}_accuracy`` to the epoch logs."""
 
-    def __init__(self, old_model, source, pairs: int):
+    def __init__(self, old_model, data, pairs: int):
         super().__init__()
-        from trainer.data.pipeline import materialise
-
-        self.old_model = old_model
-        self.images, self.labels = materialise(source.heldout())
-        self.pairs = pairs
+        self.old_model, self.data, self.pairs = old_model, data, pairs
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        from loops.cross_model import cross_model_verification
-
-        scores = cross_model_verification(self.old_model, self.model.embedding_model,
-                                          self.images, self.labels, self.pairs)
+        scores = self.data.cross_model_verification(self.old_model, self.model.embedding_model, self.pairs)
         logs.update({f"bct_{key}_accuracy": value for key, value in scores.items()})

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from loops.base import FaceLoop, gather_global
+from loops.base import BatchNeeds, FaceLoop, gather_global
 from trainer.registry import LOOPS, ConfigError
 
 
@@ -64,10 +64,7 @@ class MultiViewLoop(FaceLoop):
         labels = ops.tile(labels, (num_views,))
         return self.contrastive_loss(labels, view_major) + self.regularization_loss()
 
-    def training_batches(self, source, batch_size, seed, steps_per_epoch, epochs, augment=None,
-                         start_epoch=0):
-        from trainer.data.pipeline import AUTOTUNE, training_batches
-
+    def batch_needs(self, augment) -> BatchNeeds:
         views = getattr(augment, "num_views", 1)
         if augment is None or views < 2:
             raise ConfigError(f"loop={self.registered_name()} needs several augmented views per "
@@ -75,22 +72,7 @@ class MultiViewLoop(FaceLoop):
         if self.required_views is not None and views != self.required_views:
             raise ConfigError(f"loop={self.registered_name()} pairs exactly {self.required_views} "
                               f"views, got augment.num_views={views}; use loop=supcon for more")
-        batches = training_batches(source, batch_size, seed, steps_per_epoch, epochs,
-                                   augment=None, start_epoch=start_epoch)
-        return batches.map(views_axis(augment), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-
-
-def views_axis(multiview):
-    """Wrap a ``MultiView`` (views stacked along the batch) to give (B, V, H, W, 3), labels (B,)."""
-    import tensorflow as tf
-
-    def split(images, labels):
-        stacked, _ = multiview(images, labels)
-        batch = images.shape[0]
-        per_view = tf.reshape(stacked, [multiview.num_views, batch, *images.shape[1:]])
-        return tf.transpose(per_view, [1, 0, 2, 3, 4]), labels
-
-    return split
+        return BatchNeeds(views=views)
 
 
 @LOOPS.register("simclr")

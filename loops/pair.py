@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from loops.base import FaceLoop, gather_global
+from loops.base import BatchNeeds, FaceLoop, gather_global
 from trainer.registry import LOOPS, ConfigError
 
 
@@ -47,13 +47,8 @@ class PairLoop(FaceLoop):
         labels, embeddings = gather_global(keras.ops.cast(y, "int32"), y_pred)
         return self.pair_loss(labels, embeddings) + self.regularization_loss()
 
-    def training_batches(self, source, batch_size, seed, steps_per_epoch, epochs, augment=None,
-                         start_epoch=0):
-        from trainer.data.samplers import class_balanced_batches
-
+    def batch_needs(self, augment) -> BatchNeeds:
         if getattr(augment, "num_views", 1) > 1:
             raise ConfigError("loop=pair takes one view per image; for multi-view batches use "
                               "loop=supcon or loop=simclr, or set augment.num_views=1")
-        return class_balanced_batches(source, batch_size, self.images_per_identity, seed,
-                                      steps_per_epoch, epochs, augment=augment,
-                                      start_epoch=start_epoch)
+        return BatchNeeds(sampling="identities", images_per_identity=self.images_per_identity)

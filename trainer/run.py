@@ -8,10 +8,8 @@ finished; a run that did not finish is never marked finished.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
-from dataclasses import dataclass
 
 import keras
 from omegaconf import DictConfig, OmegaConf
@@ -19,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from trainer import records
 from trainer.atomic import write_text
 from trainer.config import validate
-from trainer.console import make_epoch_line, on_terminal, quiet_startup
-from trainer.registry import CALLBACKS, DATASETS, EVALUATORS, ConfigError, to_plain
+from trainer.console import make_epoch_line, on_terminal
+from trainer.job import Job, build_job
+from trainer.registry import ConfigError, to_plain
 from trainer.run_dir import Terminated
 
 class RunFailed(RuntimeError):
@@ -118,24 +117,8 @@ def _train_recorded(cfg: DictConfig, run_dir: str, records_dir: str, resume: str
     return report.finish()
 
 
-@dataclass
-class Job:
-    """Everything built for one run, before training starts."""
-
-    runtime: object
-    source: object
-    loop: keras.Model
-    callbacks: list
-    checkpoint: object | None
-    evaluator: object | None
-    batch_size: int
-    steps_per_epoch: int
-    epochs: int
-    seed: int
-
-
 def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport", resume: str) -> None:
-    job = _build_job(cfg, run_dir)
+    job = build_job(cfg, run_dir)
     segments, fresh = _resume_plan(job, resume, report)
     # Open for the whole job: TensorBoard and wandb get the untrained and final evaluations too.
     loggers = records.loggers(cfg, run_dir) if job.runtime.is_chief else records.Loggers()
@@ -153,46 +136,6 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport", resume: s
         _evaluate_and_export(job, cfg, run_dir, report, loggers)
     finally:
         loggers.close()
-
-
-def _build_job(cfg: DictConfig, run_dir: str) -> Job:
-    """Runtime, data source, loop (compiled) and callbacks; every cheap check before fit."""
-    from trainer.builders import build_loop, build_optimizer
-    from trainer.runtime import setup_runtime
-
-    seed = int(cfg.trainer.seed)
-    quiet_startup()
-    runtime = setup_runtime(cfg.runtime)  # first: collective strategies must exist before any TF op
-    keras.utils.set_random_seed(seed)
-    source = DATASETS.build(cfg.data)
-    batch_size = int(cfg.trainer.batch_size)
-    if batch_size % runtime.num_replicas:
-        raise ConfigError(f"trainer.batch_size={batch_size} does not split across "
-                          f"{runtime.num_replicas} replicas; use a multiple of {runtime.num_replicas}")
-    if source.num_examples < batch_size:  # whatever steps_per_epoch (debug=smoke) says
-        raise ConfigError(f"the data set has {source.num_examples} images, fewer than one batch of "
-                          f"{batch_size}; lower trainer.batch_size")
-    if cfg.get("loss") is not None and cfg.get("head") is not None and source.num_classes < 2:
-        raise ConfigError(f"the data set has {source.num_classes} identity; an identity loss needs two "
-                          "or more (check data.path)")
-    steps_per_epoch = int(cfg.trainer.steps_per_epoch or source.num_examples // batch_size)
-    epochs = int(cfg.trainer.epochs)
-    # Only the chief evaluates (workers hold the same weights).
-    evaluator = EVALUATORS.build(cfg.eval) if cfg.get("eval") is not None and runtime.is_chief else None
-
-    # Guards first: a checkpoint taken after a bad step must not be written.
-    callbacks = sorted(_callbacks(cfg, run_dir), key=lambda c: not hasattr(c, "error"))
-    with runtime.scope():
-        loop = build_loop(cfg, source.num_classes, source.image_size)
-        optimizer = build_optimizer(cfg, steps_per_epoch, steps_per_epoch * epochs)
-        for callback in callbacks:  # e.g. the NaN guard's skip mode wraps the optimizer
-            optimizer = getattr(callback, "prepare_optimizer", lambda o: o)(optimizer)
-        loop.compile(optimizer=optimizer, jit_compile=runtime.jit_compile,
-                     steps_per_execution=runtime.steps_per_execution)
-    checkpoint = next((c for c in callbacks if hasattr(c, "initial_batch")), None)
-    return Job(runtime=runtime, source=source, loop=loop, callbacks=callbacks, checkpoint=checkpoint,
-               evaluator=evaluator, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
-               epochs=epochs, seed=seed)
 
 
 def _resume_plan(job: Job, resume: str, report: "records.RunReport") -> tuple[list, bool]:
@@ -222,34 +165,25 @@ def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", s
          loggers: "records.Loggers") -> None:
     """``fit`` over the planned segments: a run resumed mid-epoch is two fit calls."""
     from trainer.callbacks.checkpoint import build_before_restore
-    from trainer.data.pipeline import skip, training_batches
 
     loop, checkpoint = job.loop, job.checkpoint
-    augment = _augmentation(cfg)
-    # A loop that needs its own batches (P×K sampling, paired views) builds them.
-    make_batches = getattr(loop, "training_batches", training_batches)
-    skips_itself = "skip_batches" in inspect.signature(make_batches).parameters
+    loop.prepare(job.data)  # per-run statistics the loop needs (BCT: the old class means)
+    loop_callbacks = loop.epoch_callbacks(job.data)  # first: loggers see what they add
     throughput = records.Throughput(job.batch_size)
     epoch_logger = report.epoch_logger()
     # A progress bar on a terminal; in a log file, one rounded line per epoch.
     progress = [] if on_terminal() else [make_epoch_line()]
     for segment in segments:
-        extra = {"skip_batches": segment.skip_batches} if skips_itself else {}
-        batches = make_batches(job.source, job.batch_size, job.seed, job.steps_per_epoch,
-                               segment.end_epoch, augment=augment,
-                               start_epoch=segment.start_epoch, **extra)
-        if not skips_itself:
-            batches = skip(batches, segment.skip_batches)
+        batches = job.batches(segment.start_epoch, segment.end_epoch, segment.skip_batches)
         batches = job.runtime.prepare_fit(loop, batches)
         if checkpoint is not None and checkpoint.restore_from:
             batches = build_before_restore(loop, batches)
-        for callback in job.callbacks:
-            if hasattr(callback, "set_position"):
-                callback.set_position(job.steps_per_epoch, segment.skip_batches)
+        job.set_position(segment.skip_batches)
         try:
             loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
                      steps_per_epoch=job.steps_per_epoch - segment.skip_batches,
-                     callbacks=[*job.callbacks, throughput, epoch_logger, *loggers.callbacks, *progress],
+                     callbacks=[*job.callbacks, *loop_callbacks, throughput, epoch_logger,
+                                *loggers.callbacks, *progress],
                      shuffle=False,  # the pipeline shuffles, per epoch and seeded
                      verbose=1 if on_terminal() else 0)
         except Exception as error:
@@ -257,9 +191,9 @@ def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", s
             if data_mistake is None:
                 raise
             raise RunFailed(data_mistake) from None
-        guard = next((c for c in job.callbacks if getattr(c, "error", None)), None)
-        if guard is not None:
-            raise RunFailed(guard.error)
+        reason = job.stop_reason()
+        if reason is not None:
+            raise RunFailed(reason)
         if checkpoint is not None and checkpoint.preempted:
             saved = checkpoint.saved["step"] if checkpoint.saved else "?"
             raise Preempted(f"preempted (SIGTERM): saved step {saved} in {checkpoint.folder}; "
@@ -284,11 +218,8 @@ def _data_error_line(error: BaseException) -> str | None:
 def _restore_without_training(job: Job, cfg: DictConfig) -> None:
     """Load the checkpoint of a run whose every step is done (killed during evaluation or export)."""
     from trainer.callbacks.checkpoint import build_before_restore
-    from trainer.data.pipeline import training_batches
 
-    make_batches = getattr(job.loop, "training_batches", training_batches)
-    batches = make_batches(job.source, job.batch_size, job.seed, job.steps_per_epoch, job.epochs,
-                           augment=_augmentation(cfg), start_epoch=max(job.epochs - 1, 0))
+    batches = job.batches(max(job.epochs - 1, 0), job.epochs)
     with job.runtime.scope():
         build_before_restore(job.loop, job.runtime.prepare_fit(job.loop, batches))
         job.checkpoint.restore(job.loop)
@@ -321,7 +252,7 @@ def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "recor
     if job.evaluator is not None:
         results = job.evaluator.evaluate(job.loop.embedding_model, job.source)
         # A loop may measure what only it knows (BCT: old-vs-new verification).
-        results.update(getattr(job.loop, "final_metrics", lambda _: {})(job.source))
+        results.update(job.loop.final_metrics(job.data))
         if not {"heldout", "album"} & set(results):  # say so rather than report an empty evaluation
             why = job.source.heldout_unavailable or f"data={cfg.data.name} has no held-out identities"
             results["heldout"] = {"skipped": why}
@@ -336,23 +267,6 @@ def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "recor
         records_dir = job.runtime.worker_dir(run_dir)
         path = export_embedding_model(exportable(job.loop.embedding_model), records_dir)
         report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
-
-
-def _augmentation(cfg: DictConfig):
-    node = cfg.get("augment")
-    if node is None or not node.get("ops"):
-        return None
-    from augment.pipeline import build_augmentation
-
-    return build_augmentation(node)
-
-
-def _callbacks(cfg: DictConfig, run_dir: str) -> list:
-    built = []
-    for key, node in (cfg.get("callbacks") or {}).items():
-        if node is not None:
-            built.append(CALLBACKS.build(node, run_dir=run_dir, config=cfg))
-    return built
 
 
 def main_job(cfg: DictConfig):

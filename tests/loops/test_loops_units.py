@@ -13,7 +13,7 @@ from trainer.registry import ConfigError, HEADS, LOOPS, LOSSES
 class TinySource:
     """6 identities with uneven image counts (2..7), 8x8 images whose pixels encode the label."""
 
-    image_size, num_classes, fits_in_memory = 8, 6, True
+    image_size, num_classes, fits_in_memory, in_memory = 8, 6, True, False
 
     def __init__(self):
         self.labels = np.concatenate([[c] * (c + 2) for c in range(6)]).astype(np.int32)
@@ -92,7 +92,7 @@ def test_simclr_needs_two_views():
     loop = LOOPS.build({"name": "simclr"}, embedding_model=tiny_embedding_model(), head=None,
                        loss=LOSSES.build({"name": "ntxent"}))
     with pytest.raises(ConfigError, match="augment=simclr"):
-        loop.training_batches(TinySource(), 4, 0, 1, 1, augment=None)
+        loop.batch_needs(None)
 
 
 def test_loop_config_round_trips():

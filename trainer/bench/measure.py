@@ -38,68 +38,44 @@ SETTLE_SECONDS = 0.3      # pause after a pipeline window (its prefetch buffers 
 
 def run_bench(cfg) -> dict:
     """Measure the job ``cfg`` (a composed ``bench`` config) and return the report (a dict)."""
-    from trainer.builders import build_loop, build_optimizer
     from trainer.config import validate
-    from trainer.registry import DATASETS, ConfigError
-    from trainer.console import quiet_startup
-    from trainer.runtime import setup_runtime
+    from trainer.job import build_job
+    from trainer.registry import ConfigError
 
     validate(cfg)
     bench = cfg.bench
-    quiet_startup()
-    runtime = setup_runtime(cfg.runtime)
-    seed = int(cfg.trainer.seed)
-    keras.utils.set_random_seed(seed)
-    batch_size = int(cfg.trainer.batch_size)
     windows = int(bench.windows)
     if windows < 1 or int(bench.steps_per_window) < 1:
         raise ConfigError("bench.windows and bench.steps_per_window must be >= 1")
-    execution = max(int(runtime.steps_per_execution), 1)
-    steps_per_window = _round_up(int(bench.steps_per_window), execution)
-    warmup_steps = _round_up(max(int(bench.warmup_steps), 1), execution)
-
     synthetic = bench.get("num_classes") is not None
-    source = DATASETS.build(cfg.data) if (not synthetic or bench.pipeline) else None
-    num_classes = int(bench.num_classes) if synthetic else source.num_classes
-    image_size = int(bench.get("image_size") or (source.image_size if source is not None
-                                                  else cfg.data.image_size))
-    steps_per_epoch = int(cfg.trainer.steps_per_epoch
-                          or (source.num_examples // batch_size if source is not None else 1000))
-    epochs = int(cfg.trainer.epochs)
     run_dir = tempfile.mkdtemp(prefix="facetrain-bench-")
     try:
-        report = _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size,
-                          batch_size, steps_per_epoch, epochs, warmup_steps, steps_per_window,
-                          windows, run_dir, build_loop, build_optimizer)
+        # The same assembly as a training run (trainer.job), measured instead of trained.
+        job = build_job(cfg, run_dir, with_source=not synthetic or bool(bench.pipeline),
+                        num_classes=int(bench.num_classes) if synthetic else None,
+                        image_size=bench.get("image_size") or (None if not synthetic
+                                                                else cfg.data.image_size),
+                        with_callbacks=bench.callbacks == "job")
+        execution = max(int(job.runtime.steps_per_execution), 1)
+        report = _measure(cfg, bench, job, synthetic, _round_up(max(int(bench.warmup_steps), 1), execution),
+                          _round_up(int(bench.steps_per_window), execution), windows, run_dir)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return report
 
 
-def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, batch_size,
-             steps_per_epoch, epochs, warmup_steps, steps_per_window, windows, run_dir,
-             build_loop, build_optimizer) -> dict:
+def _measure(cfg, bench, job, synthetic, warmup_steps, steps_per_window, windows, run_dir) -> dict:
     from trainer import records
-    from trainer.data.pipeline import training_batches
-    from trainer.run import _augmentation, _callbacks
+    from trainer.builders import build_loop, build_optimizer
 
-    seed = int(cfg.trainer.seed)
+    runtime, source, loop, callbacks = job.runtime, job.source, job.loop, job.callbacks
+    seed, batch_size, steps_per_epoch, epochs = job.seed, job.batch_size, job.steps_per_epoch, job.epochs
+    num_classes = int(bench.num_classes) if synthetic else source.num_classes
+    image_size = int(loop.embedding_model.input_shape[1])
     job_callbacks = bench.callbacks == "job"
-    callbacks = sorted(_callbacks(cfg, run_dir), key=lambda c: not hasattr(c, "error")) if job_callbacks else []
-    with runtime.scope():
-        loop = build_loop(cfg, num_classes, image_size)
-        optimizer = build_optimizer(cfg, steps_per_epoch, steps_per_epoch * epochs)
-        for callback in callbacks:
-            optimizer = getattr(callback, "prepare_optimizer", lambda o: o)(optimizer)
-        loop.compile(optimizer=optimizer, jit_compile=runtime.jit_compile,
-                     steps_per_execution=runtime.steps_per_execution)
-
-    augment = _augmentation(cfg)
-    make_batches = getattr(loop, "training_batches", training_batches)
 
     def pipeline(epochs_needed):
-        return make_batches(source, batch_size, seed, steps_per_epoch, epochs_needed,
-                            augment=augment, start_epoch=0)
+        return job.batches(0, epochs_needed)
 
     distinct = max(int(bench.distinct_batches), 1)
     if synthetic:
@@ -140,11 +116,9 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
         report = records.RunReport(run_dir, cfg)
         loggers = records.loggers(cfg, run_dir)
         extra = [records.Throughput(batch_size), report.epoch_logger(), *loggers.callbacks]
-    for callback in callbacks:
-        if hasattr(callback, "set_position"):
-            callback.set_position(interleaver.total_steps, 0)
-        if hasattr(callback, "check_compatible"):
-            callback.check_compatible(interleaver.total_steps, batch_size)
+    job.set_position(0, steps_per_epoch=interleaver.total_steps)  # one epoch of the measured steps
+    if job.checkpoint is not None:
+        job.checkpoint.check_compatible(interleaver.total_steps, batch_size)
     interleaver.fit_started = time.perf_counter()
     try:
         loop.fit(in_memory_data(batches), epochs=1, steps_per_epoch=interleaver.total_steps,
@@ -158,9 +132,9 @@ def _measure(cfg, bench, runtime, source, synthetic, num_classes, image_size, ba
     if not interleaver.complete:
         from trainer.registry import ConfigError
 
-        guard = next((c for c in callbacks if getattr(c, "error", None)), None)
+        reason = job.stop_reason()
         raise ConfigError(f"training stopped before the benchmark finished"
-                          f"{': ' + guard.error if guard is not None else ''}")
+                          f"{': ' + reason if reason else ''}")
 
     summaries = {name: windows_.summary() for name, windows_ in results.items()}
     if pipeline_runner is not None:

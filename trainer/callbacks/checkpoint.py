@@ -41,6 +41,7 @@ import keras
 import numpy as np
 
 from trainer import io
+from trainer.callbacks.base import TrainerCallback
 from trainer.keras_private import symbolic_build
 from trainer.registry import CALLBACKS, ConfigError
 
@@ -166,37 +167,8 @@ def resume_segments(epoch: int, batch: int, epochs: int, steps_per_epoch: int) -
     return segments
 
 
-class PositionAware(keras.callbacks.Callback):
-    """Knows the data position of each batch, also inside a resumed (shortened) epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.steps_per_epoch = 0
-        self.batch_offset = 0
-        self.epoch = 0
-
-    def set_position(self, steps_per_epoch: int, batch_offset: int = 0) -> None:
-        """Called by the trainer before each ``fit``: the first epoch starts ``batch_offset`` in."""
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.batch_offset = int(batch_offset)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.batch_offset = 0  # only the first epoch of a fit call is shortened
-        self.epoch = epoch + 1
-
-    def batches_done(self, batch: int) -> int:
-        """Batches of the current epoch trained once ``batch`` (fit's index) has ended."""
-        return self.batch_offset + int(batch) + 1
-
-    def global_step(self, batch: int) -> int:
-        return self.epoch * self.steps_per_epoch + self.batches_done(batch)
-
-
 @CALLBACKS.register("checkpoint")
-class Checkpoint(PositionAware):
+class Checkpoint(TrainerCallback):
     """Save at each epoch end, every ``every_steps`` steps and/or ``every_seconds``; restore on start."""
 
     def __init__(self, run_dir, every_steps: int = 0, every_seconds: float = 0, keep: int = 2,

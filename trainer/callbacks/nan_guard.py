@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import keras
 
-from trainer.callbacks.checkpoint import PositionAware, is_finite, last_good_checkpoint
+from trainer.callbacks.base import TrainerCallback
+from trainer.callbacks.checkpoint import is_finite, last_good_checkpoint
 from trainer.registry import CALLBACKS, ConfigError
 
 ON_NAN = ("stop", "skip")
@@ -31,7 +32,9 @@ class NonFiniteLoss(RuntimeError):
 
 
 @CALLBACKS.register("nan_guard")
-class NanGuard(PositionAware):
+class NanGuard(TrainerCallback):
+    is_guard = True  # before the checkpoint: a bad step is never saved
+
     def __init__(self, run_dir, on_nan: str = "stop", max_skips: int = 10, config=None):
         super().__init__()
         if on_nan not in ON_NAN:
@@ -43,7 +46,6 @@ class NanGuard(PositionAware):
         # per-step host sync under JAX); skip mode reads the optimizer and must stay in step.
         self.async_safe = on_nan == "stop"
         self.loss_name = str(config.loss.name) if config is not None and config.get("loss") else "loss"
-        self.error: str | None = None
         self.skipped: list[int] = []
         self._scale = None
 

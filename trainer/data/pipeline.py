@@ -28,6 +28,43 @@ _SEED_MODULUS = 2**31 - 1
 _GENERATOR_STRIDE = 2**16  # a generator's draws within one batch stay below the next one's
 
 
+def batches_for(needs, source, batch_size: int, seed: int, steps_per_epoch: int,
+                epochs: int, augment=None, start_epoch: int = 0, skip_batches: int = 0):
+    """The batches ``needs`` (a loop's ``BatchNeeds``) asks for, epochs ``start_epoch … epochs-1``.
+
+    Every batch is a function of its position (epoch, batch) on both paths
+    (``tf.data`` and NumPy): each epoch has its own shuffle seed, and the
+    augmentation's random state is set from the batch's global index. A run
+    resumed at batch ``skip_batches`` therefore trains on exactly the batches
+    an uninterrupted run would; skipped batches are never augmented.
+    """
+    transform = augment
+    if needs.views > 1:
+        transform = ViewAxis(augment)
+    if needs.sampling == "identities":
+        from trainer.data.samplers import class_balanced_batches
+
+        return class_balanced_batches(source, batch_size, needs.images_per_identity, seed,
+                                      steps_per_epoch, epochs, augment=transform,
+                                      start_epoch=start_epoch, skip_batches=skip_batches)
+    if needs.sampling != "uniform":
+        raise ValueError(f"unknown batch sampling {needs.sampling!r} (uniform or identities)")
+    return training_batches(source, batch_size, seed, steps_per_epoch, epochs, augment=transform,
+                            start_epoch=start_epoch, skip_batches=skip_batches)
+
+
+class ViewAxis:
+    """A multi-view augmentation giving views on their own axis: (B, V, H, W, 3), labels (B,)."""
+
+    def __init__(self, multiview):
+        self.pipelines = [multiview]  # where the seed generators are found
+        self.seed = getattr(multiview, "seed", None)
+        self.multiview = multiview
+
+    def __call__(self, images, labels):
+        return self.multiview.view_axis(images, labels)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible shuffle seed per epoch (so resuming at epoch e replays epoch e)."""
     return (int(seed) * 1_000_003 + int(epoch)) % _SEED_MODULUS
@@ -45,46 +82,57 @@ def training_batches(source, batch_size: int, seed: int, steps_per_epoch: int, e
     (multi-view included). Returns a ``tf.data.Dataset``, or a generator of
     NumPy batches for array sources.
     """
-    if callable(getattr(source, "train_arrays", None)):
+    if source.in_memory:
         images, labels = source.train_arrays()
         return array_batches(images, labels, batch_size, seed, steps_per_epoch, epochs,
                              augment=augment, start_epoch=start_epoch, skip_batches=skip_batches)
+    shuffled_epoch = epoch_shuffler(source, seed, shuffle_buffer)
+    return positioned_batches(lambda epoch: shuffled_epoch(epoch).batch(batch_size, drop_remainder=True),
+                              seed, steps_per_epoch, epochs, augment, start_epoch, skip_batches)
+
+
+def positioned_batches(one_epoch, seed: int, steps_per_epoch: int, epochs: int, augment=None,
+                       start_epoch: int = 0, skip_batches: int = 0):
+    """``tf.data`` batches of ``one_epoch(epoch)``, each keyed on its global position.
+
+    Epochs are cut to ``steps_per_epoch`` (wrapping around a short one); the
+    first ``skip_batches`` of ``start_epoch`` are dropped before augmentation.
+    """
     import tensorflow as tf
 
-    autotune = tf.data.AUTOTUNE
-    shuffled_epoch = epoch_shuffler(source, seed, shuffle_buffer)
+    def positioned(epoch: int):
+        return (one_epoch(epoch)
+                .repeat()  # a steps_per_epoch larger than the data set wraps around
+                .take(steps_per_epoch)
+                .enumerate(start=epoch * steps_per_epoch))  # the batch's global position
 
-    def one_epoch(epoch: int):
-        batches = (shuffled_epoch(epoch)
-                   .batch(batch_size, drop_remainder=True)
-                   .repeat()  # a steps_per_epoch larger than the data set wraps around
-                   .take(steps_per_epoch)
-                   .enumerate(start=epoch * steps_per_epoch))  # the batch's global position
-        return batches
-
-    batches = one_epoch(start_epoch).skip(skip_batches)
+    batches = positioned(start_epoch).skip(skip_batches)
     for epoch in range(start_epoch + 1, epochs):
-        batches = batches.concatenate(one_epoch(epoch))
+        batches = batches.concatenate(positioned(epoch))
     if augment is None:
         batches = batches.map(lambda position, batch: batch)
     else:
         batches = batches.map(positional_augmentation(augment, seed, graph=True),
                               num_parallel_calls=None)  # in order: the seeds are set per call
-    return batches.prefetch(autotune)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def array_batches(images, labels, batch_size: int, seed: int, steps_per_epoch: int, epochs: int,
-                  augment=None, start_epoch: int = 0, skip_batches: int = 0):
-    """The NumPy twin of ``training_batches``: a generator of (float32 images, int32 labels)."""
+                  augment=None, start_epoch: int = 0, skip_batches: int = 0, order_of=None):
+    """The NumPy twin of ``training_batches``: a generator of (float32 images, int32 labels).
+
+    ``order_of(epoch)`` gives an epoch's example indices (default: ``epoch_order``).
+    """
     images = np.asarray(images)
     labels = np.asarray(labels)
     if len(images) < batch_size:
         raise ValueError(f"{len(images)} images are fewer than one batch of {batch_size}")
     apply = positional_augmentation(augment, seed, graph=False) if augment is not None else None
+    order_of = order_of or (lambda epoch: epoch_order(len(images), batch_size, steps_per_epoch, seed, epoch))
 
     def generate():
         for epoch in range(start_epoch, epochs):
-            order = epoch_order(len(images), batch_size, steps_per_epoch, seed, epoch)
+            order = order_of(epoch)
             first = skip_batches if epoch == start_epoch else 0
             for index in range(first, steps_per_epoch):
                 chosen = order[index * batch_size:(index + 1) * batch_size]

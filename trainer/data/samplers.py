@@ -5,19 +5,22 @@ positives in every batch: a uniformly shuffled batch of 128 from 10k
 identities holds almost none. A P×K batch holds P identities with K images
 each, so each anchor has K - 1 positives and (P - 1)·K negatives.
 
-Built from streams, not indices, so it works for any source size: each epoch
-is shuffled under its own seed, consecutive images of one identity are grouped
-into windows of K (``group_by_window``; an identity's leftover images fewer
-than K are dropped for that epoch), and P windows make a batch. An identity
-can, rarely, fill two windows of one batch; losses treat that as 2K images
-of one identity, which is harmless.
+On ``tf.data`` it is built from streams, not indices, so it works for any
+source size: each epoch is shuffled under its own seed, consecutive images of
+one identity are grouped into windows of K (``group_by_window``; an
+identity's leftover images fewer than K are dropped for that epoch), and P
+windows make a batch. The NumPy path (in-memory sources) does the same with
+indices: windows in the order the shuffle completes them. An identity can,
+rarely, fill two windows of one batch; losses treat that as 2K images of one
+identity, which is harmless. Batches are keyed on their position like the
+uniform pipeline's, so resuming mid-epoch replays them exactly.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import numpy as np
 
-from trainer.data.pipeline import AUTOTUNE, epoch_shuffler
+from trainer.data.pipeline import array_batches, epoch_seed, epoch_shuffler, positioned_batches
 from trainer.registry import ConfigError
 
 
@@ -38,7 +41,7 @@ def identities_per_batch(batch_size: int, images_per_identity: int) -> int:
 
 def class_balanced_batches(source, batch_size: int, images_per_identity: int, seed: int,
                            steps_per_epoch: int, epochs: int, augment=None, start_epoch: int = 0,
-                           shuffle_buffer: int = 20_000):
+                           skip_batches: int = 0, shuffle_buffer: int = 20_000):
     """``(images (P·K, H, W, 3) float32, labels (P·K,) int32)`` batches, epoch by epoch.
 
     Rows ``p·K … p·K + K - 1`` share an identity. Epochs are seeded like
@@ -47,6 +50,14 @@ def class_balanced_batches(source, batch_size: int, images_per_identity: int, se
     """
     k = int(images_per_identity)
     p = identities_per_batch(batch_size, k)
+    if source.in_memory:
+        images, labels = source.train_arrays()
+        return array_batches(images, labels, batch_size, seed, steps_per_epoch, epochs,
+                             augment=augment, start_epoch=start_epoch, skip_batches=skip_batches,
+                             order_of=lambda epoch: identity_order(labels, p, k, seed, epoch,
+                                                                   steps_per_epoch))
+    import tensorflow as tf
+
     shuffled_epoch = epoch_shuffler(source, seed, shuffle_buffer)
 
     def one_epoch(epoch: int):
@@ -54,21 +65,41 @@ def class_balanced_batches(source, batch_size: int, images_per_identity: int, se
                    .group_by_window(key_func=lambda image, label: tf.cast(label, tf.int64),
                                     reduce_func=lambda key, group: group.batch(k, drop_remainder=True),
                                     window_size=k))
-        return (windows.batch(p, drop_remainder=True)
-                .map(_flatten_identities, num_parallel_calls=AUTOTUNE)
-                .repeat()
-                .take(steps_per_epoch))
+        return windows.batch(p, drop_remainder=True).map(_flatten_identities)
 
-    batches = one_epoch(start_epoch)
-    for epoch in range(start_epoch + 1, epochs):
-        batches = batches.concatenate(one_epoch(epoch))
-    if augment is not None:
-        batches = batches.map(augment, num_parallel_calls=AUTOTUNE)
-    return batches.prefetch(AUTOTUNE)
+    return positioned_batches(one_epoch, seed, steps_per_epoch, epochs, augment, start_epoch,
+                              skip_batches)
+
+
+def identity_order(labels, p: int, k: int, seed: int, epoch: int, steps_per_epoch: int) -> np.ndarray:
+    """One epoch's example indices in P×K batches: K images of each of P identities per batch.
+
+    A seeded permutation per pass (as the uniform order); an identity's images
+    form windows of K in permutation order, emitted when complete, P windows a
+    batch; passes repeat until ``steps_per_epoch`` batches are filled.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(epoch_seed(seed, epoch))
+    needed, windows = steps_per_epoch * p, []
+    while len(windows) < needed:
+        pending: dict[int, list[int]] = {}
+        before = len(windows)
+        for index in rng.permutation(len(labels)):
+            group = pending.setdefault(int(labels[index]), [])
+            group.append(int(index))
+            if len(group) == k:
+                windows.append(group[:])
+                group.clear()
+        if len(windows) == before:
+            raise ConfigError(f"no identity has {k} images: loop.images_per_identity={k} is too many")
+    usable = needed - needed % p
+    return np.asarray([i for window in windows[:usable] for i in window], np.int64)
 
 
 def _flatten_identities(images, labels):
     """(P, K, H, W, 3), (P, K) → (P·K, H, W, 3), (P·K,) with static shapes."""
+    import tensorflow as tf
+
     shape = images.shape
     images = tf.reshape(images, [shape[0] * shape[1], *shape[2:]])
     return images, tf.reshape(labels, [shape[0] * shape[1]])

@@ -21,10 +21,17 @@ class DataSource(abc.ABC):
     shard_spec: tuple[int, int] = (1, 0)
     # Why ``heldout()`` is None, in words for the user (None: the source never has held-out data).
     heldout_unavailable: str | None = None
+    # True: ``train_arrays()`` gives the training set as NumPy arrays, and batches are built
+    # without TensorFlow (the JAX-host path); ``train()`` is then not used for training.
+    in_memory: bool = False
 
     @abc.abstractmethod
     def train(self):
         """``tf.data.Dataset`` of (uint8 image, int32 label) in a fixed order."""
+
+    def train_arrays(self):
+        """(uint8 images (N, H, W, 3), int32 labels (N,)) NumPy arrays; only when ``in_memory``."""
+        raise TypeError(f"{type(self).__name__} is not an in-memory source (in_memory is False)")
 
     def heldout(self):
         """``tf.data.Dataset`` of (uint8 image, int32 label) of identities not trained on, or None.

@@ -24,6 +24,8 @@ KINDS = ("faces", "random", "npz")
 class MemorySource(DataSource):
     """NumPy arrays held in memory: rendered faces, random pixels, or an ``.npz`` file."""
 
+    in_memory = True
+
     def __init__(self, kind="faces", image_size=32, train_identities=100, images_per_identity=10,
                  test_identities=40, test_images_per_identity=5, seed=0, path=None):
         if kind not in KINDS:
