@@ -26,9 +26,11 @@ def build_head(cfg, loss, num_classes: int):
     """The head, with whatever the loss needs of it (e.g. sub-centres) merged in."""
     if cfg.get("head") is None:
         return None
+    from losses.base import FaceLoss
+
     node = to_plain(cfg.head)
-    requirements = getattr(loss, "head_requirements", lambda: {})()
-    node.update(requirements)
+    # What the loss needs of the head (sub-centres); a plain Keras loss (dotted path) needs nothing.
+    node.update(loss.head_requirements() if isinstance(loss, FaceLoss) else {})
     return HEADS.build(node, num_classes=num_classes)
 
 
