@@ -55,6 +55,7 @@ def write_savedmodel(model, path: str) -> str:
     def from_uint8(image):
         return {OUTPUT_NAME: model(tf.cast(image, tf.float32), training=False)}
 
+    tf.get_logger().setLevel("ERROR")  # not one "Assets written to" line per export
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", from_float, input_signature=[_image_spec(model, "float32")])
@@ -102,6 +103,9 @@ def write_onnx(model, path: str) -> str:
     # constants into graph constants.
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    import logging
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # its optimiser narrates every pass
     height, width = (int(d) for d in model.input_shape[1:3])
     function = tf.function(lambda image: model(image, training=False))
     concrete = function.get_concrete_function(
