@@ -79,6 +79,8 @@ def run_local(pipeline_root: str = "local_outputs", cache: bool = False, **argum
     with warnings.catch_warnings():
         # The runner warns that the image may not be a Python one; locally it is this environment.
         warnings.filterwarnings("ignore", message=".*base image.*", category=RuntimeWarning)
+        # Display names (for the Kubeflow UI) mean nothing to the local runner.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         task = pipeline()
     outputs = task.outputs
     report = outputs["gate_report"].path
