@@ -10,6 +10,8 @@ Our own exports initialising a backbone, freezing and the input convention need 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -199,6 +201,35 @@ def pixels(size, count=3, seed=0):
 
 SMALL_IRESNET = {"name": "iresnet", "layers": [1, 2, 1, 1], "widths": [8, 16, 16, 32], "stem_width": 8}
 
+# A torch-free check for CI: an ONNX file made offline by PyTorch's exporter (as insightface's were), and
+# PyTorch's embeddings of the images stored beside it. Remake with: python tests/models/test_pretrained.py
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden",
+                      "insightface_iresnet_small")
+GOLDEN_IRESNET = {"name": "iresnet", "layers": [1, 2, 1, 1], "widths": [8, 8, 16, 16], "stem_width": 8}
+
+
+def write_golden(prefix: str = GOLDEN, size: int = 32) -> None:
+    """2x2 maps before the E neck, so the FC's NCHW → NHWC row order is exercised too."""
+    torch, IResNet, _ = torch_models()
+    torch.manual_seed(0)
+    net = randomise(torch, IResNet(GOLDEN_IRESNET["layers"], GOLDEN_IRESNET["widths"], num_features=8,
+                                   fc_scale=(size // 16) ** 2))
+    images = np.round(pixels(size, count=4, seed=5)).astype(np.uint8)
+    torch.onnx.export(net, torch.zeros(1, 3, size, size), prefix + ".onnx", input_names=["input"],
+                      output_names=["embedding"], dynamo=False, dynamic_axes={"input": {0: "batch"}})
+    np.savez(prefix + ".npz", images=images, embeddings=torch_embeddings(torch, net, images.astype(np.float32)),
+             torch_version=str(torch.__version__))
+
+
+def test_an_insightface_style_onnx_file_imports_without_torch():
+    pytest.importorskip("onnx")
+    golden = np.load(GOLDEN + ".npz")
+    images, expected = golden["images"].astype(np.float32), golden["embeddings"]
+    model = embedding_model({**GOLDEN_IRESNET, "weights": GOLDEN + ".onnx"}, {"name": "e", "embedding_dim": 8},
+                            images.shape[1])
+    got = np.asarray(model(images, training=False))
+    assert np.max(np.abs(unit(got) - unit(expected))) <= TOLERANCE
+
 
 @pytest.fixture(scope="module")
 def small_iresnet_files(tmp_path_factory):
@@ -363,3 +394,8 @@ def test_iresnet50_state_dict_and_onnx_at_112(tmp_path):
         model = embedding_model({"name": "iresnet50", "weights": path}, {"name": "e"}, 112)
         got = np.asarray(model(images, training=False))
         assert np.max(np.abs(unit(got) - unit(expected))) <= TOLERANCE, kind
+
+
+if __name__ == "__main__":  # offline, with torch: remake the golden ONNX file and its embeddings
+    write_golden()
+    print(f"wrote {GOLDEN}.onnx and {GOLDEN}.npz")
