@@ -44,9 +44,10 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis", "jax[cpu]>=0.4.30", "optuna>=4"],
+        "dev": ["pytest>=8", "hypothesis", "jax[cpu]>=0.4.30", "optuna>=4", "kfp>=2.17,<3"],
         "jax": ["jax>=0.4.30"],
         "sweep": ["optuna>=4"],
+        "pipeline": ["kfp>=2.17,<3"],  # Kubeflow Pipelines (python -m trainer.pipeline)
     },
     entry_points={"console_scripts": ["facetrain=trainer.__main__:main"]},
 )

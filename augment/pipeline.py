@@ -24,6 +24,7 @@ from augment._base import AugmentLayer
 from augment.mixing import MixingLayer
 from augment.multiview import MultiView
 from trainer.registry import AUGMENTS, ConfigError, accepted_parameters, to_plain
+from trainer.seeding import mix_seed
 
 PIPELINE_KEYS = ("ops", "seed", "num_views", "views")
 
@@ -97,10 +98,7 @@ def derive_seed(seed: int | None, *indices: int) -> int | None:
     """A distinct, reproducible seed per op / view; None stays None (fresh randomness)."""
     if seed is None:
         return None
-    value = int(seed)
-    for index in indices:
-        value = (value * 1_000_003 + 7919 * (index + 1)) % (2**31 - 1)
-    return value
+    return mix_seed(int(seed), *(7919 * (index + 1) for index in indices))
 
 
 def build_op(node: Any, seed: int | None) -> keras.layers.Layer:

@@ -25,6 +25,7 @@ from keras import ops
 from trainer.export import load_embedding_model as load_frozen_embedding_model  # noqa: F401 (loops' name)
 # Public here: a loop that adds a loss term of its own scales it per replica with this.
 from trainer.keras_private import scale_loss_for_distribution  # noqa: F401
+from trainer.normalize import l2_normalize as normalize
 from trainer.registry import ConfigError
 
 
@@ -153,5 +154,5 @@ def output_dim(model: keras.Model) -> int:
 
 
 def l2_normalize(x):
-    x = ops.cast(x, "float32")
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+    """Unit rows in float32 (cosines near ±1 are what margins act on)."""
+    return normalize(ops.cast(x, "float32"))

@@ -32,6 +32,7 @@ from keras import ops
 
 from loops.base import l2_normalize, load_frozen_embedding_model, output_dim
 from loops.supervised import SupervisedLoop
+from trainer.normalize import l2_normalize_numpy
 from trainer.registry import LOOPS, ConfigError
 
 
@@ -114,14 +115,14 @@ def class_means(model, batches, num_classes: int) -> np.ndarray:
     sums, counts = None, np.zeros(num_classes, np.float64)
     for images, labels in batches:
         embeddings = np.asarray(model(images.astype(np.float32), training=False), np.float64)
-        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        embeddings = l2_normalize_numpy(embeddings, axis=1)
         if sums is None:
             sums = np.zeros((num_classes, embeddings.shape[1]))
         np.add.at(sums, labels, embeddings)
         np.add.at(counts, labels, 1)
     if sums is None:
         raise ConfigError("loop=bct: the training set is empty; the old classifier needs images")
-    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return l2_normalize_numpy(sums, axis=1)
 
 
 class CrossModelVerification(keras.callbacks.Callback):

@@ -21,10 +21,8 @@ import keras
 from keras import ops
 
 from loops.base import FaceLoop
-
-# Global-batch statistics across tf.distribute replicas; under JAX the step is one SPMD
-# program over the global batch already (and Keras accepts the flag only with TensorFlow).
-SYNC_BN = keras.backend.backend() == "tensorflow"
+# Global-batch statistics across tf.distribute replicas (models.layers explains JAX).
+from models.layers import synchronized_batch_norm
 from trainer.registry import LOOPS, OPTIMIZERS, ConfigError, to_plain
 
 
@@ -43,11 +41,11 @@ class FaceGenerator(keras.layers.Layer):
         self.stack = [
             keras.layers.Dense(base * base * 2 * self.width, name="project"),
             keras.layers.Reshape((base, base, 2 * self.width)),
-            keras.layers.BatchNormalization(synchronized=SYNC_BN, name="bn0"), keras.layers.ReLU(),
+            synchronized_batch_norm(name="bn0"), keras.layers.ReLU(),
             keras.layers.Conv2DTranspose(self.width, 4, strides=2, padding="same", name="up1"),
-            keras.layers.BatchNormalization(synchronized=SYNC_BN, name="bn1"), keras.layers.ReLU(),
+            synchronized_batch_norm(name="bn1"), keras.layers.ReLU(),
             keras.layers.Conv2DTranspose(self.width // 2, 4, strides=2, padding="same", name="up2"),
-            keras.layers.BatchNormalization(synchronized=SYNC_BN, name="bn2"), keras.layers.ReLU(),
+            synchronized_batch_norm(name="bn2"), keras.layers.ReLU(),
             keras.layers.Conv2D(3, 3, padding="same", activation="tanh", dtype="float32",
                                 name="rgb"),
         ]

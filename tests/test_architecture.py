@@ -35,9 +35,7 @@ ALLOWED_CYCLES = {
 }
 # (importer, "module.name") private names still imported across modules; removed by the
 # job-builder change.
-ALLOWED_PRIVATE_IMPORTS = {
-    ("trainer.run", "trainer.config._run_dir_name"),  # public as trainer.config.run_dir_name
-}
+ALLOWED_PRIVATE_IMPORTS: set = set()
 
 
 @dataclass(frozen=True)

@@ -118,9 +118,6 @@ def run_dir_name(name, override_dirname) -> str:
     return base
 
 
-_run_dir_name = run_dir_name  # trainer.run's name for it, until it imports the public one
-
-
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_dir_name"):
         OmegaConf.register_new_resolver("run_dir_name", run_dir_name, use_cache=False)

@@ -15,7 +15,8 @@ import keras
 from omegaconf import DictConfig, OmegaConf
 
 from trainer import records
-from trainer.atomic import write_text
+from trainer.errors import first_line
+from trainer.io import write_text
 from trainer.config import validate
 from trainer.console import make_epoch_line, on_terminal
 from trainer.job import Job, build_job
@@ -34,9 +35,9 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a terminat
 
 
 def default_run_dir(cfg: DictConfig) -> str:
-    from trainer.config import _run_dir_name
+    from trainer.config import run_dir_name
 
-    return os.path.join("runs", _run_dir_name(cfg.run.get("name"), "python"))
+    return os.path.join("runs", run_dir_name(cfg.run.get("name"), "python"))
 
 
 class AlreadyFinished(Exception):
@@ -112,7 +113,7 @@ def _train_recorded(cfg: DictConfig, run_dir: str, records_dir: str, resume: str
         report.fail(f"interrupted ({error or 'Ctrl-C'})", status="interrupted")
         raise
     except BaseException as error:
-        report.fail(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+        report.fail(f"{type(error).__name__}: {first_line(error)}")
         raise
     return report.finish()
 

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 
 from trainer import io
+from trainer.errors import first_line
 from trainer.callbacks.base import TrainerCallback
 from trainer.keras_private import symbolic_build
 from trainer.registry import CALLBACKS, ConfigError
@@ -214,7 +215,7 @@ class Checkpoint(TrainerCallback):
         try:
             io.load_file(path, model.load_weights)
         except (ValueError, KeyError) as error:
-            raise ConfigError(f"the checkpoint {path} does not fit this model ({str(error).splitlines()[0]}); "
+            raise ConfigError(f"the checkpoint {path} does not fit this model ({first_line(error)}); "
                               "was the config changed? resume with the same command, or start fresh "
                               "with trainer.resume=never") from None
         print(f"resumed from {path} (epoch {self.initial_epoch + 1}, batch {self.initial_batch}, "

@@ -17,7 +17,7 @@ import os
 import keras
 import numpy as np
 
-from trainer.atomic import read_json, write_json
+from trainer.io import read_json, write_json
 from trainer.registry import CALLBACKS, ConfigError
 
 
@@ -127,9 +127,6 @@ class RetrievalCallback(keras.callbacks.Callback):
                 for key, value in scalars.items():
                     tf.summary.scalar(key, value, step=step)
             self._writer.flush()
-        try:
-            import wandb
-        except ImportError:
-            return
+        import wandb  # a dependency; logs only when the run opened one
         if wandb.run is not None:
             wandb.run.log({**scalars, "retrieval/step": step})

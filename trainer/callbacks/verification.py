@@ -16,7 +16,7 @@ import os
 import keras
 import numpy as np
 
-from trainer.atomic import read_json, save_with, write_json
+from trainer.io import read_json, save_file, write_json
 from trainer.registry import CALLBACKS, ConfigError, to_plain
 
 MEAN = "mean"
@@ -102,7 +102,7 @@ class VerificationCallback(keras.callbacks.Callback):
     def _save_best(self, step: int, score: float, results: dict) -> None:
         from trainer.export import exportable
 
-        save_with(self.best_path, exportable(self.model.embedding_model).save)
+        save_file(self.best_path, exportable(self.model.embedding_model).save)
         write_json(os.path.join(os.path.dirname(self.best_path), "best.json"),
                    {"step": step, "score": score, "monitor": self.monitor, "results": results})
 
@@ -125,10 +125,7 @@ class VerificationCallback(keras.callbacks.Callback):
                 for key, value in scalars.items():
                     tf.summary.scalar(key, value, step=step)
             self._writer.flush()
-        try:
-            import wandb
-        except ImportError:
-            return
+        import wandb  # a dependency; logs only when the run opened one
         if wandb.run is not None:
             wandb.run.log({**scalars, "verification/step": step})
 

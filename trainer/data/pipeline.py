@@ -24,7 +24,8 @@ import warnings
 
 import numpy as np
 
-_SEED_MODULUS = 2**31 - 1
+from trainer.seeding import mix_seed
+
 _GENERATOR_STRIDE = 2**16  # a generator's draws within one batch stay below the next one's
 
 
@@ -67,7 +68,7 @@ class ViewAxis:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible shuffle seed per epoch (so resuming at epoch e replays epoch e)."""
-    return (int(seed) * 1_000_003 + int(epoch)) % _SEED_MODULUS
+    return mix_seed(int(seed), int(epoch))
 
 
 def training_batches(source, batch_size: int, seed: int, steps_per_epoch: int, epochs: int,
@@ -175,7 +176,7 @@ def positional_augmentation(augment, seed: int, graph: bool):
     makes each batch's draws depend on where it is in the run only.
     """
     generators = augmentation_seed_generators(augment, graph=graph)
-    base = (int(seed) * 1_000_003 + int(getattr(augment, "seed", None) or 0) * 7919) % _SEED_MODULUS
+    base = mix_seed(int(seed), int(getattr(augment, "seed", None) or 0))
     if generators is None:
         warnings.warn("augmentation random state could not be keyed on the batch position; "
                       "a resumed run draws different augmentations than an uninterrupted one")
@@ -185,7 +186,7 @@ def positional_augmentation(augment, seed: int, graph: bool):
         import tensorflow as tf
 
         def apply(position, batch):
-            first = (tf.cast(position, tf.int64) * 7919 + base) % _SEED_MODULUS
+            first = mix_seed(base, tf.cast(position, tf.int64))
             for index, generator in enumerate(generators):
                 state = tf.stack([first, tf.constant(index * _GENERATOR_STRIDE, tf.int64)])
                 generator.state.assign(tf.cast(state, generator.state.dtype))
@@ -193,7 +194,7 @@ def positional_augmentation(augment, seed: int, graph: bool):
         return apply
 
     def apply_eager(position, batch):
-        first = (int(position) * 7919 + base) % _SEED_MODULUS
+        first = mix_seed(base, int(position))
         for index, generator in enumerate(generators):
             generator.state.assign(np.asarray([first, index * _GENERATOR_STRIDE], generator.state.dtype))
         return augment(*batch)
