@@ -3,6 +3,12 @@
 Labels are integer ids (B,), or, after MixUp / CutMix, the dict of
 ``augment.mixing`` (two targets and a weight per sample).
 
+A head that needs the labels (``uses_labels = True``, e.g. Partial FC) is not
+called in the forward pass: ``call`` returns the embedding, and ``compute_loss``
+asks the head for the per-sample loss with ``head.per_sample_loss(loss,
+embeddings, labels, training)`` (the head gathers, samples and reduces across
+replicas itself). Other heads take the fast path, unchanged.
+
 It overrides ``compute_loss`` only, so Keras's own ``train_step`` (per backend)
 does the gradient work: the loop runs unchanged under TensorFlow and JAX,
 distribution strategies, mixed precision and XLA.
@@ -15,7 +21,7 @@ import keras
 from augment.mixing import is_mixed, mix_loss
 from loops.base import FaceLoop
 from trainer.keras_private import reduce_weighted_values  # what Loss.__call__ reduces with
-from trainer.registry import LOOPS
+from trainer.registry import LOOPS, ConfigError
 
 
 @LOOPS.register("supervised")
@@ -32,15 +38,29 @@ class SupervisedLoop(FaceLoop):
         # Stateful losses (AdaFace, CurricularFace, AdaCos) keep their state in a
         # layer; tracking it here puts it in checkpoints and in JAX's state.
         self.loss_state = getattr(loss, "state_layer", None)
+        # Heads are any Keras layer (a dotted path too): only those that declare it see labels.
+        self.head_uses_labels = bool(getattr(head, "uses_labels", False))
 
     def part(self, argument):
         return self.face_loss if argument == "loss" else super().part(argument)
 
     def call(self, images, training=False):
-        return self.head(self.embedding_model(images, training=training), training=training)
+        embeddings = self.embedding_model(images, training=training)
+        if self.head_uses_labels:
+            if not self.head.built:  # its variables must exist before a checkpoint is restored
+                self.head.build(tuple(embeddings.shape))
+            return embeddings  # compute_loss applies the head, with the labels
+        return self.head(embeddings, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if is_mixed(y):  # MixUp / CutMix: w·L(y_a) + (1 − w)·L(y_b) per sample (augment.mixing)
+        if self.head_uses_labels:
+            if is_mixed(y):
+                raise ConfigError(f"head '{self.head.name}' needs one label per image; MixUp/CutMix "
+                                  "give two: use an augmentation without mixing")
+            values = self.head.per_sample_loss(self.face_loss, y_pred, y, training=training)
+            loss = reduce_weighted_values(values, sample_weight=sample_weight,
+                                          reduction=self.face_loss.reduction, dtype="float32")
+        elif is_mixed(y):  # MixUp / CutMix: w·L(y_a) + (1 − w)·L(y_b) per sample (augment.mixing)
             loss = reduce_weighted_values(
                 mix_loss(self.face_loss.call, y, y_pred, self.loss_state),
                 sample_weight=sample_weight, reduction=self.face_loss.reduction, dtype="float32")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from trainer.registry import (BACKBONES, HEADS, LOOPS, LOSSES, NECKS, OPTIMIZERS,
-                              PREPROCESSORS, SCHEDULES, to_plain)
+                              PREPROCESSORS, SCHEDULES, ConfigError, to_plain)
 
 
 def build_embedding_model(cfg, image_size: int) -> keras.Model:
@@ -31,7 +31,31 @@ def build_head(cfg, loss, num_classes: int):
     node = to_plain(cfg.head)
     # What the loss needs of the head (sub-centres); a plain Keras loss (dotted path) needs nothing.
     node.update(loss.head_requirements() if isinstance(loss, FaceLoss) else {})
-    return HEADS.build(node, num_classes=num_classes)
+    head = HEADS.build(node, num_classes=num_classes)
+    if getattr(head, "uses_labels", False):
+        _check_label_head(cfg, head, loss)
+    return head
+
+
+def _check_label_head(cfg, head, loss) -> None:
+    """A head that computes the loss itself (Partial FC) takes margin losses on cosines only,
+    in the supervised loop: one line now instead of a wrong loss later."""
+    from models.heads.partial_fc import margin_loss_problem
+
+    loop = cfg.get("loop")
+    loop_name = loop.get("name") if loop is not None else None
+    if loop_name not in (None, "supervised"):
+        raise ConfigError(f"head={node_name(cfg.head)} trains with loop=supervised only, not loop={loop_name}")
+    problem = margin_loss_problem(loss) if loss is not None else "there is no loss"
+    if problem:
+        raise ConfigError(f"head={node_name(cfg.head)} samples and shards the classes, so it needs a margin "
+                          f"loss that changes only the target logit (arcface, cosface, combined, "
+                          f"subcenter_arcface, curricularface, magface, adaface, elasticface_*, normface): "
+                          f"{problem}")
+
+
+def node_name(node) -> str:
+    return str(node.get("name")) if node is not None else "?"
 
 
 def build_loop(cfg, num_classes: int, image_size: int):

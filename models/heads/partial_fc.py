@@ -1,0 +1,371 @@
+"""Partial FC (An et al., ICCV 2021 workshops; insightface's arcface_torch): a class-sharded
+cosine classifier with sampled negatives, for millions of identities.
+
+The centre matrix (one row per class) is split by class into ``N`` shards, one per
+replica/device. Each step the embeddings and labels of the whole global batch are
+gathered; each shard keeps every *positive* class of that batch that it owns plus a
+seeded uniform sample of its other classes (``sample_rate`` of them; 1.0 keeps
+all, which is exact), computes the cosines of the global batch against those rows
+only, and the softmax cross-entropy is assembled across shards: the row max and the
+sum of exponentials are reduced over the replicas, so no device ever holds the
+(batch, classes) logits. The margin loss changes the target logit only, so its own
+hooks (``target_logit``, ``non_target_logits``, ``extra_loss``) run unchanged on the
+sampled columns; the target cosine is the one column of one shard, summed across.
+Gradients reach only the sampled rows (a gather's gradient).
+
+Two execution models, one piece of maths (:meth:`PartialFCHead.per_sample_loss`):
+
+* ``tf.distribute`` (Mirrored, MultiWorker, TPU): each replica runs the step on its
+  own shard; the collectives are ``all_gather`` and ``all_reduce`` (both
+  differentiable), and the replica returns the loss of its own rows, so Keras's
+  per-replica scaling and gradient summing give the one-device gradient. The centre
+  *variable* is a mirrored one (every replica holds a copy; tf.distribute has no
+  class-sharded trainable variable): the compute and the (B, C) tensors are
+  sharded, the weight memory is not.
+* JAX (``keras.distribution``): one SPMD program over the global batch; the centres
+  are created with a layout along the mesh's batch axis, so each device stores only
+  its rows and their optimizer slots, and XLA turns the reductions over the shard
+  axis into cross-device ones.
+
+The head sees the labels, so it declares ``uses_labels = True``; the supervised loop
+then calls :meth:`per_sample_loss` from ``compute_loss`` instead of calling the
+head in the forward pass (docs/architecture.md, "Loss and head").
+
+The number of rows is ``num_classes`` rounded up to a multiple of ``shard_multiple``
+(padding rows are never a positive and are masked out of the softmax), so the
+variable's shape does not depend on the device count: a checkpoint written on 8
+devices restores on 2 or 1, and each then takes its own slice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from losses.margin import MarginBatch, MarginLoss
+from losses.base import poison
+from trainer.registry import HEADS
+
+
+def margin_loss_problem(loss) -> str | None:
+    """Why ``loss`` cannot train with a sampled, sharded classifier (None: it can).
+
+    The head evaluates a margin loss from its hooks on the sampled columns, so the
+    loss may change the target logit (and, elementwise, the others) but not look at
+    every class at once: AdaCos's scale is a sum over all classes, a loss that
+    rewrites ``call`` or ``prepare`` does something the head cannot reproduce.
+    """
+    if not isinstance(loss, MarginLoss):
+        return (f"{loss.name if hasattr(loss, 'name') else type(loss).__name__} is not a margin loss on "
+                "class cosines")
+    for hook in ("call", "prepare", "logit_scale", "split_prediction"):
+        if getattr(type(loss), hook) is not getattr(MarginLoss, hook):
+            return f"loss '{loss.name}' overrides MarginLoss.{hook}, which needs every class's logit"
+    return None
+
+
+@HEADS.register("partial_fc")
+@keras.saving.register_keras_serializable(package="facetrain")
+class PartialFCHead(keras.layers.Layer):
+    """Class-sharded normalised centres; the loss with sampled negatives and a cross-shard softmax."""
+
+    uses_labels = True  # the loop hands it the labels (SupervisedLoop.compute_loss)
+
+    def __init__(self, num_classes, sample_rate=1.0, sub_centers=1, shard_multiple=256, seed=0,
+                 kernel_initializer="glorot_normal", epsilon=1e-6, **kwargs):
+        kwargs["dtype"] = kwargs.get("dtype") or "float32"
+        super().__init__(**kwargs)
+        if int(num_classes) < 1 or int(sub_centers) < 1 or int(shard_multiple) < 1:
+            raise ValueError(f"partial_fc head needs num_classes, sub_centers and shard_multiple >= 1, "
+                             f"got {num_classes}, {sub_centers}, {shard_multiple}")
+        if not 0.0 < float(sample_rate) <= 1.0:
+            raise ValueError(f"head.sample_rate must be in (0, 1], got {sample_rate}")
+        self.num_classes = int(num_classes)
+        self.sample_rate = float(sample_rate)
+        self.sub_centers = int(sub_centers)
+        self.shard_multiple = int(shard_multiple)
+        self.seed = int(seed)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.epsilon = float(epsilon)
+        self.rows = -(-self.num_classes // self.shard_multiple) * self.shard_multiple
+        self.jax_layout, self.jax_shards = None, 1
+
+    # -- variables ------------------------------------------------------------------
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        shape = (self.rows, self.sub_centers, dim)
+        self.jax_layout, self.jax_shards = _jax_class_layout(self.rows, len(shape))
+        # Glorot on the (D, C*K) matrix the cosine head draws, so both heads start alike.
+        initializer = self.kernel_initializer
+        if isinstance(initializer, keras.initializers.VarianceScaling):
+            fan_in, fan_out = dim, self.rows * self.sub_centers
+            scale = initializer.scale / max(1.0, {"fan_in": fan_in, "fan_out": fan_out,
+                                                  "fan_avg": (fan_in + fan_out) / 2}[initializer.mode])
+            initializer = _Scaled(initializer.distribution, scale, initializer.seed)
+        with keras.name_scope(self.name, caller=self):
+            self.centers = keras.Variable(initializer, shape=shape, dtype="float32", trainable=True,
+                                          name="class_centers", layout=self.jax_layout)
+            # Steps taken so far: with the seed it fixes the sampled classes, and it is in
+            # the checkpoint, so a resumed run samples what the uninterrupted one would.
+            self.sample_step = keras.Variable("zeros", shape=(), dtype="int32", trainable=False,
+                                              name="sample_step", aggregation="only_first_replica")
+        self.built = True
+
+    # -- the sampled, sharded forward pass ------------------------------------------------
+    def call(self, embeddings, labels=None, training=False):
+        """Sampled cosines of the global batch against this program's shards.
+
+        Returns ``cos`` (B_global, n*K), ``target_mask`` (same shape, True at each
+        row's label), ``real`` (n*K,) False on padding rows, ``labels`` and ``norm``
+        of the global batch; ``n`` is the number of shards this program computes
+        (1 per tf.distribute replica, all N under JAX's SPMD program).
+        """
+        if labels is None:
+            raise ValueError("the partial_fc head needs the labels: call it as head(embeddings, labels=y)")
+        return self.sampled(embeddings, labels, training, self.shards())
+
+    def sampled(self, embeddings, labels, training, shards):
+        """:meth:`call` with the shard context given (the loss needs the same one)."""
+        if self.rows % shards.count:
+            raise ValueError(f"partial_fc: {self.rows} centre rows do not split over {shards.count} replicas; "
+                             f"set head.shard_multiple to a multiple of {shards.count}")
+        embeddings = ops.cast(embeddings, "float32")
+        labels = ops.reshape(ops.convert_to_tensor(labels), (-1,))
+        x, y = shards.gather(embeddings), shards.gather(labels, differentiable=False)
+        y = ops.cast(y, "int32")
+        norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), self.epsilon ** 2))
+        per_shard = self.rows // shards.count
+        batch = x.shape[0]
+        step = ops.convert_to_tensor(self.sample_step)
+        rows = sample_rows(y, shards.local_ids, per_shard, self.num_sampled(per_shard, batch),
+                           self.num_classes, self.seed, step)            # (n, K) global row ids
+        if training:
+            self.sample_step.assign(step + 1)
+        centers = ops.cast(self.centers, "float32")
+        n, k = rows.shape[0], rows.shape[1]
+        if n == 1:  # one shard: a plain gather (TensorFlow's gradient is then sparse rows)
+            w = ops.take(centers, rows[0], axis=0)[None]
+        else:       # every shard in one program: a batched gather, local to each device
+            w = ops.reshape(centers, (n, per_shard, self.sub_centers, -1))
+            w = ops.take_along_axis(w, ops.reshape(rows - shards.local_ids[:, None] * per_shard,
+                                                   (n, k, 1, 1)), axis=1)
+            w = shards.constrain(w, 4)
+        w_norm = ops.sqrt(ops.maximum(ops.sum(ops.square(w), axis=-1, keepdims=True), self.epsilon ** 2))
+        cos = ops.einsum("bd,nksd->bnks", x / norm, w / w_norm)
+        cos = ops.max(cos, axis=-1) if self.sub_centers > 1 else cos[..., 0]
+        cos = ops.reshape(shards.constrain(cos, 3, axis=1), (-1, n * k))
+        flat_rows = ops.reshape(rows, (-1,))
+        return {"cos": cos, "target_mask": ops.equal(y[:, None], flat_rows[None, :]),
+                "real": ops.less(flat_rows, self.num_classes), "labels": y, "norm": norm}
+
+    def num_sampled(self, per_shard: int, global_batch: int | None) -> int:
+        """Rows kept per shard: the sampled share, and never fewer than the batch could need
+        (a shard may own every positive of the global batch)."""
+        if self.sample_rate >= 1.0 or global_batch is None:
+            return per_shard
+        return min(per_shard, max(int(math.ceil(self.sample_rate * per_shard)), int(global_batch)))
+
+    # -- the loss --------------------------------------------------------------------------
+    def per_sample_loss(self, loss, embeddings, labels, training=False):
+        """The margin loss of this program's rows, (B_local,), softmax across every shard.
+
+        The same value per sample as ``loss(labels, cosine_head(embeddings))`` with
+        the full classifier when ``sample_rate`` is 1.
+        """
+        if not self.built:
+            self.build(tuple(embeddings.shape))
+        shards = self.shards()
+        out = self.sampled(embeddings, labels, training, shards)
+        cos = ops.clip(out["cos"], -1.0, 1.0)
+        labels, valid = loss.class_labels(out["labels"], self.num_classes)
+        mask = out["target_mask"]
+        # Each label lives in exactly one shard: its cosine is a sum over shards.
+        target_cos = shards.all_sum(ops.sum(ops.where(mask, cos, 0.0), axis=1))
+        batch = MarginBatch(cos=cos, target_mask=mask, target_cos=target_cos, labels=labels,
+                            norm=out["norm"], valid=valid)
+        modified = loss.target_logit(target_cos, batch)
+        scale = loss.logit_scale(batch)
+        logits = ops.where(mask, ops.expand_dims(modified, 1), loss.non_target_logits(batch, modified))
+        logits = ops.where(out["real"][None, :], logits * scale, float("-inf"))
+        # log-sum-exp across shards: the max only stabilises (no gradient needed through it).
+        top = ops.stop_gradient(shards.all_max(ops.max(logits, axis=1)))
+        total = shards.all_sum(ops.sum(ops.exp(logits - top[:, None]), axis=1))
+        cross_entropy = ops.log(total) + top - modified * scale
+        return shards.local_rows(poison(cross_entropy + loss.extra_loss(batch), valid))
+
+    # -- where the shards are ----------------------------------------------------------------
+    def shards(self):
+        """This program's shards and the collectives that reach the others."""
+        return _shard_context(self.jax_shards, self.jax_layout)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "sample_rate": self.sample_rate,
+                "sub_centers": self.sub_centers, "shard_multiple": self.shard_multiple, "seed": self.seed,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "epsilon": self.epsilon}
+
+
+def sample_rows(labels, shard_ids, per_shard: int, num_sampled: int, num_classes: int, seed: int, step):
+    """(n, num_sampled) global row ids: every positive of ``labels`` in each shard, then random rows.
+
+    Shard ``i`` owns rows ``[i * per_shard, (i + 1) * per_shard)``. A row's score is a
+    uniform draw from (seed, step, shard) (a pure function, so a resumed run draws the
+    same), 2 for a positive and -1 for a padding row; the top ``num_sampled`` scores are
+    kept, so positives always are (there is room: ``num_sampled`` >= batch size or all rows).
+    """
+    n = shard_ids.shape[0]
+    labels = ops.cast(labels, "int32")
+    shard_ids = ops.cast(shard_ids, "int32")
+    if num_sampled >= per_shard:
+        return shard_ids[:, None] * per_shard + ops.arange(per_shard, dtype="int32")[None, :]
+    owner = labels // per_shard
+    slot = ops.argmax(ops.cast(ops.equal(owner[:, None], shard_ids[None, :]), "int32"), axis=1)
+    here = ops.any(ops.equal(owner[:, None], shard_ids[None, :]), axis=1)
+    # Labels owned by no local shard land in a spare column that is then dropped.
+    index = ops.stack([ops.cast(slot, "int32"), ops.where(here, labels % per_shard, per_shard)], axis=1)
+    hits = ops.scatter(index, ops.ones_like(labels, dtype="float32"), (n, per_shard + 1))[:, :per_shard]
+    local = ops.arange(per_shard, dtype="int32")[None, :]
+    global_rows = shard_ids[:, None] * per_shard + local
+    scores = uniform_scores(seed, step, shard_ids, per_shard)
+    scores = ops.where(hits > 0.0, 2.0, scores)
+    scores = ops.where(global_rows < num_classes, scores, -1.0)
+    _, picked = ops.top_k(scores, num_sampled)
+    return shard_ids[:, None] * per_shard + ops.cast(picked, "int32")
+
+
+def uniform_scores(seed: int, step, shard_ids, per_shard: int):
+    """(n, per_shard) uniform [0, 1) draws, a pure function of (seed, step, shard id)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+        return tf.map_fn(
+            lambda shard: tf.random.stateless_uniform(
+                (per_shard,), seed=tf.random.experimental.stateless_fold_in(base, tf.cast(shard, tf.int64))),
+            shard_ids, fn_output_signature=tf.float32)
+    if backend == "jax":
+        import jax
+
+        key = jax.random.fold_in(jax.random.key(seed), step)
+        return jax.vmap(lambda shard: jax.random.uniform(jax.random.fold_in(key, shard), (per_shard,)))(
+            shard_ids)
+    # Other backends: keras.random with an integer seed mixed from the three (not traceable).
+    mixed = (seed * 1_000_003 + int(ops.convert_to_numpy(step))) % (2 ** 31)
+    return ops.stack([keras.random.uniform((per_shard,), seed=mixed * 7919 + int(s))
+                      for s in ops.convert_to_numpy(shard_ids)])
+
+
+# -- collectives: tf.distribute replicas, or one program holding every shard -------------
+
+class _AllShards:
+    """Every shard in this program (one device, or JAX's SPMD program): reductions are local."""
+
+    def __init__(self, count, layout=None):
+        self.count = count
+        self.local_ids = ops.arange(count, dtype="int32")
+        self.layout = layout
+
+    def gather(self, x, differentiable=True):
+        return x
+
+    def all_sum(self, x):
+        return x
+
+    def all_max(self, x):
+        return x
+
+    def local_rows(self, values):
+        return values
+
+    def constrain(self, x, rank, axis=0):
+        """Keep ``x`` split along its shard axis across the devices (JAX), so XLA does not gather it."""
+        if self.layout is None:
+            return x
+        spec = [None] * rank
+        spec[axis] = self.layout.axes[0]
+        return keras.distribution.distribute_tensor(
+            x, keras.distribution.TensorLayout(spec, self.layout.device_mesh))
+
+
+class _ReplicaShard:
+    """One shard per tf.distribute replica; the others are reached by collectives."""
+
+    def __init__(self, context, tf):
+        self.context, self.tf = context, tf
+        self.count = context.num_replicas_in_sync
+        self.replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        self.local_ids = tf.reshape(self.replica, (1,))
+
+    def gather(self, x, differentiable=True):
+        tf = self.tf
+        x = tf.convert_to_tensor(x)
+        if not differentiable:
+            x = tf.stop_gradient(x)
+        gathered = self.context.all_gather(x, axis=0)  # its gradient: all-reduce, then this slice
+        rows = None if x.shape[0] is None else x.shape[0] * self.count
+        return tf.ensure_shape(gathered, [rows, *x.shape[1:]])
+
+    def all_sum(self, x):
+        return self.context.all_reduce("sum", x)  # differentiable: the gradient is an all-reduce too
+
+    def all_max(self, x):
+        return self.tf.reduce_max(self.context.all_gather(x[None], axis=0), axis=0)
+
+    def local_rows(self, values):
+        return self.tf.reshape(values, (self.count, -1))[self.replica]
+
+    def constrain(self, x, rank, axis=0):
+        return x
+
+
+def _shard_context(jax_shards: int, jax_layout):
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+            context = tf.distribute.get_replica_context()
+            if context.num_replicas_in_sync > 1:
+                return _ReplicaShard(context, tf)
+        return _AllShards(1)
+    return _AllShards(jax_shards, jax_layout)
+
+
+def _jax_class_layout(rows: int, rank: int):
+    """Under JAX with a device mesh: the centres split by class along the mesh's batch axis.
+
+    Returns (layout or None, shard count). Data parallelism already spreads the
+    batch over that axis; the same devices then each own a slice of the classes.
+    """
+    if keras.backend.backend() != "jax":
+        return None, 1
+    distribution = keras.distribution.distribution()
+    mesh = getattr(distribution, "device_mesh", None)
+    axis = getattr(distribution, "batch_dim_name", None)
+    if mesh is None or axis not in mesh.axis_names:
+        return None, 1
+    count = int(mesh.shape[list(mesh.axis_names).index(axis)])
+    if count <= 1 or rows % count:
+        return None, 1
+    return keras.distribution.TensorLayout([axis] + [None] * (rank - 1), mesh), count
+
+
+class _Scaled(keras.initializers.Initializer):
+    """Glorot's draw for a (D, C*K) matrix, applied to the (C, K, D) centres."""
+
+    def __init__(self, distribution, scale, seed=None):
+        self.distribution, self.scale, self.seed = distribution, scale, seed
+
+    def __call__(self, shape, dtype=None):
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0 * self.scale)
+            return keras.random.uniform(shape, -limit, limit, dtype=dtype, seed=self.seed)
+        stddev = math.sqrt(self.scale) / (0.87962566103423978 if "truncated" in self.distribution else 1.0)
+        if "truncated" in self.distribution:
+            return keras.random.truncated_normal(shape, stddev=stddev, dtype=dtype, seed=self.seed)
+        return keras.random.normal(shape, stddev=stddev, dtype=dtype, seed=self.seed)
+
+    def get_config(self):
+        return {"distribution": self.distribution, "scale": self.scale, "seed": self.seed}
