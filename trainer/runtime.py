@@ -12,6 +12,13 @@ created. TensorFlow is imported only by the strategies that need it, so the
     tpu          a Cloud TPU: TPUClusterResolver → initialize_tpu_system → TPUStrategy
     jax          the JAX backend, keras.distribution.DataParallel over every device
 
+``runtime.logical_devices=N`` (cpu, mirrored, jax) splits the CPU host into N
+devices for tests and simulation of sharded jobs (``head=partial_fc``): N logical
+CPUs mirrored by a MirroredStrategy under TensorFlow, N host-platform devices
+under JAX (``jax_num_cpu_devices``, i.e. ``--xla_force_host_platform_device_count``,
+which only takes effect if set before JAX first lists its devices: ``setup_runtime``
+runs first in the job builder, so it is set there).
+
 The batch size in the config is the global batch; each strategy splits it
 across its replicas. Schedules run on the optimizer's step, a global step.
 """
@@ -148,7 +155,50 @@ def _tf():
 # -- strategies ----------------------------------------------------------------
 
 def _cpu(node, runtime: Runtime) -> None:
-    """The process's default device; no strategy object."""
+    """The process's default device; no strategy object, unless ``logical_devices`` > 1:
+    then the host is split into that many devices and the job spreads over them."""
+    count = logical_devices(node)
+    if count <= 1:
+        return
+    if _backend() == "jax":
+        runtime.distribution = keras.distribution.DataParallel(devices=_jax_host_devices(count))
+        keras.distribution.set_distribution(runtime.distribution)
+        return
+    if _backend() != "tensorflow":
+        raise ConfigError(f"runtime.logical_devices={count} needs the TensorFlow or JAX backend")
+    tf = _tf()
+    split_cpu(count)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) != count:
+        raise ConfigError(f"runtime.logical_devices={count}: TensorFlow had already started with "
+                          f"{len(devices)} CPU device(s); set it before anything runs TensorFlow")
+    _no_xla_collectives_on_cpu(runtime, f"cpu runtime.logical_devices={count}")
+    runtime.strategy = tf.distribute.MirroredStrategy(devices=devices)
+
+
+def logical_devices(node) -> int:
+    count = int(node.get("logical_devices", 1) or 1)
+    if count < 1:
+        raise ConfigError(f"runtime.logical_devices must be >= 1, got {count}")
+    return count
+
+
+def _jax_host_devices(count: int) -> list:
+    """``count`` JAX CPU devices; the count is fixed when JAX's CPU backend starts."""
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except (AttributeError, RuntimeError, ValueError):  # older JAX, or the backend is already up
+        flag = f"--xla_force_host_platform_device_count={count}"
+        if flag not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    devices = jax.devices("cpu")
+    if len(devices) != count:
+        raise ConfigError(f"runtime.logical_devices={count}: JAX had already started with {len(devices)} "
+                          f"CPU device(s); start the process with XLA_FLAGS=--xla_force_host_platform_"
+                          f"device_count={count}")
+    return devices
 
 
 def _gpu(node, runtime: Runtime) -> None:
@@ -179,7 +229,7 @@ def _mirrored(node, runtime: Runtime) -> None:
     _memory_growth(tf, gpus)
     devices = list(node.get("devices") or []) or None
     if devices is None and not gpus:
-        split_cpu(int(node.get("cpu_replicas", 1)))
+        split_cpu(max(int(node.get("cpu_replicas", 1)), logical_devices(node)))
         # No GPU: mirror over the CPU's logical devices (what tests use, with cpu_replicas).
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         if len(devices) > 1:
@@ -286,7 +336,9 @@ def _jax(node, runtime: Runtime) -> None:
     if _backend() != "jax":
         raise ConfigError(f"runtime=jax needs the JAX backend, but this process runs {_backend()}: "
                           "start it as KERAS_BACKEND=jax python -m trainer runtime=jax ...")
-    devices = keras.distribution.list_devices(node.get("device_type") or None)
+    count = logical_devices(node)
+    devices = (_jax_host_devices(count) if count > 1
+               else keras.distribution.list_devices(node.get("device_type") or None))
     runtime.distribution = keras.distribution.DataParallel(devices=devices)
     keras.distribution.set_distribution(runtime.distribution)
 
