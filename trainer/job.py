@@ -46,7 +46,7 @@ class Job:
 
     def batches(self, start_epoch: int, end_epoch: int, skip_batches: int = 0):
         """The training batches the loop declared, epochs ``start_epoch … end_epoch-1``."""
-        from trainer.data.pipeline import batches_for
+        from trainer.data.batches import batches_for
 
         needs = self.loop.batch_needs(self.augment)
         return batches_for(needs, self.source, self.batch_size, self.seed, self.steps_per_epoch,

@@ -29,43 +29,6 @@ from trainer.seeding import mix_seed
 _GENERATOR_STRIDE = 2**16  # a generator's draws within one batch stay below the next one's
 
 
-def batches_for(needs, source, batch_size: int, seed: int, steps_per_epoch: int,
-                epochs: int, augment=None, start_epoch: int = 0, skip_batches: int = 0):
-    """The batches ``needs`` (a loop's ``BatchNeeds``) asks for, epochs ``start_epoch … epochs-1``.
-
-    Every batch is a function of its position (epoch, batch) on both paths
-    (``tf.data`` and NumPy): each epoch has its own shuffle seed, and the
-    augmentation's random state is set from the batch's global index. A run
-    resumed at batch ``skip_batches`` therefore trains on exactly the batches
-    an uninterrupted run would; skipped batches are never augmented.
-    """
-    transform = augment
-    if needs.views > 1:
-        transform = ViewAxis(augment)
-    if needs.sampling == "identities":
-        from trainer.data.samplers import class_balanced_batches
-
-        return class_balanced_batches(source, batch_size, needs.images_per_identity, seed,
-                                      steps_per_epoch, epochs, augment=transform,
-                                      start_epoch=start_epoch, skip_batches=skip_batches)
-    if needs.sampling != "uniform":
-        raise ValueError(f"unknown batch sampling {needs.sampling!r} (uniform or identities)")
-    return training_batches(source, batch_size, seed, steps_per_epoch, epochs, augment=transform,
-                            start_epoch=start_epoch, skip_batches=skip_batches)
-
-
-class ViewAxis:
-    """A multi-view augmentation giving views on their own axis: (B, V, H, W, 3), labels (B,)."""
-
-    def __init__(self, multiview):
-        self.pipelines = [multiview]  # where the seed generators are found
-        self.seed = getattr(multiview, "seed", None)
-        self.multiview = multiview
-
-    def __call__(self, images, labels):
-        return self.multiview.view_axis(images, labels)
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible shuffle seed per epoch (so resuming at epoch e replays epoch e)."""
     return mix_seed(int(seed), int(epoch))
