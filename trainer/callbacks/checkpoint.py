@@ -218,6 +218,11 @@ class Checkpoint(TrainerCallback):
             raise ConfigError(f"the checkpoint {path} does not fit this model ({first_line(error)}); "
                               "was the config changed? resume with the same command, or start fresh "
                               "with trainer.resume=never") from None
+        saved_states = self.restore_from.get("random_states")
+        states = random_states(model)
+        if saved_states is not None and len(saved_states) == len(states):
+            for variable, value in zip(states, saved_states):
+                variable.assign(np.asarray(value, keras.ops.convert_to_numpy(variable.value).dtype))
         print(f"resumed from {path} (epoch {self.initial_epoch + 1}, batch {self.initial_batch}, "
               f"step {self.restore_from.get('step')})", flush=True)
         self._last_saved_step = int(self.restore_from.get("step", 0))
@@ -309,7 +314,9 @@ class Checkpoint(TrainerCallback):
         state = {"file": name, "epoch": int(epoch), "batch": int(batch), "step": int(step),
                  "optimizer_step": int(keras.ops.convert_to_numpy(optimizer.iterations)),
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
-                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 "random_states": [keras.ops.convert_to_numpy(v.value).tolist()
+                                   for v in random_states(self.model)]}
         text = json.dumps(state, indent=2) + "\n"
         io.write_text(io.join(self.folder, name[:-len(SUFFIX)] + ".json"), text)
         io.write_text(io.join(self.folder, LATEST), text)
@@ -327,6 +334,14 @@ class Checkpoint(TrainerCallback):
                     io.remove(io.join(self.folder, file))
                 except OSError:
                     pass
+
+
+def random_states(model) -> list:
+    """The model's random-generator states (dropout, noise inputs): variables of the model
+    that ``save_weights`` leaves out, kept in the checkpoint's JSON so a resumed run draws
+    exactly what an uninterrupted one would."""
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in saved]
 
 
 def non_finite_variable(model) -> str | None:
