@@ -139,13 +139,13 @@ def size_on_disk(path: str) -> int:
 
 
 def _write_bytes(path: str, data: bytes) -> None:
-    from trainer.atomic import save_with
+    from trainer.io import save_file
 
     def save(temporary):
         with open(temporary, "wb") as f:
             f.write(data)
 
-    save_with(path, save)
+    save_file(path, save)
 
 
 def _write_folder(path: str, save) -> None:

@@ -77,7 +77,7 @@ def export_and_check(model, export_dir: str, formats, images: np.ndarray, labels
                 row.update(passed=False, error=f"{type(error).__name__}: {text[0] if text else ''}"[:300])
             report["formats"][name] = row
         report["passed"] = all(row.get("passed") for row in report["formats"].values())
-        from trainer.atomic import write_json
+        from trainer.io import write_json
 
         write_json(os.path.join(work_dir, PARITY_FILE), report)
         if remote:
