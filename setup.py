@@ -44,10 +44,14 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis", "jax[cpu]>=0.4.30", "optuna>=4", "kfp>=2.17,<3"],
+        "dev": ["pytest>=8", "hypothesis", "jax[cpu]>=0.4.30", "optuna>=4", "kfp>=2.17,<3",
+                "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2.0"],
         "jax": ["jax>=0.4.30"],
         "sweep": ["optuna>=4"],
         "pipeline": ["kfp>=2.17,<3"],  # Kubeflow Pipelines (python -m trainer.pipeline)
+        # SavedModel is TensorFlow's own; TFLite runs in LiteRT, ONNX in onnxruntime
+        "export": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2.0"],
+        "torch": ["torch>=2.4"],  # reading insightface's PyTorch state dicts (backbone.weights=*.pth)
     },
     entry_points={"console_scripts": ["facetrain=trainer.__main__:main"]},
 )

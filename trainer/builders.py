@@ -14,12 +14,18 @@ def build_embedding_model(cfg, image_size: int) -> keras.Model:
     The built-in parts are functional models of Keras's own layers, so the
     model (and its export) saves and loads without custom objects.
     """
+    from models.weights import initialise_embedding_model, preprocess_for_weights
+
     input_shape = (image_size, image_size, 3)
     images = keras.Input(input_shape, name="image")
-    x = PREPROCESSORS.build(cfg.preprocess)(images)
+    # backbone.weights=<file>: the input convention those weights were trained with (one warning line
+    # when cfg.preprocess disagrees); the factory loads the trunk, then the neck's share loads here.
+    x = PREPROCESSORS.build(preprocess_for_weights(cfg.backbone, cfg.preprocess))(images)
     x = BACKBONES.build(cfg.backbone, input_shape=input_shape)(x)
     embedding = NECKS.build(cfg.neck)(x)
-    return keras.Model(images, embedding, name="embedding")
+    model = keras.Model(images, embedding, name="embedding")
+    initialise_embedding_model(model, cfg.backbone)
+    return model
 
 
 def build_head(cfg, loss, num_classes: int):

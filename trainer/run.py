@@ -74,6 +74,10 @@ def train(cfg: DictConfig) -> dict:
     from trainer.runtime import worker_dir
 
     validate(cfg)  # names and keys of every component, before any data is read
+    if cfg.run.get("export_formats"):  # an unknown format or a missing optional package: before training
+        from trainer.exporters import check_available, resolve_formats
+
+        check_available(resolve_formats(list(cfg.run.export_formats)))
     resume = resume_mode(cfg)
     run_dir = str(cfg.run.dir) if cfg.run.get("dir") else default_run_dir(cfg)
     records_dir = worker_dir(run_dir, cfg.runtime)  # non-chief workers keep to a sub-folder
@@ -266,8 +270,18 @@ def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "recor
                                step=int(keras.ops.convert_to_numpy(job.loop.optimizer.iterations)))
     if cfg.run.get("export", True):
         records_dir = job.runtime.worker_dir(run_dir)
-        path = export_embedding_model(exportable(job.loop.embedding_model), records_dir)
+        model = exportable(job.loop.embedding_model)
+        path = export_embedding_model(model, records_dir)
         report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
+        formats = list(cfg.run.get("export_formats") or [])
+        if formats and job.runtime.is_chief:  # SavedModel / TFLite / ONNX, each checked: export/parity.json
+            from trainer.export import export_formats
+
+            parity = export_formats(model, os.path.dirname(path), formats, job.source, cfg.get("eval"),
+                                    source_path=path)
+            report.update(export_formats={
+                name: {k: row.get(k) for k in ("passed", "min_cosine", "accuracy", "error") if k in row}
+                for name, row in parity["formats"].items()})
 
 
 def main_job(cfg: DictConfig):
