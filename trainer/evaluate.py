@@ -40,7 +40,7 @@ IJB_DEFAULTS = {"root": None, "subset": "IJBC", "flip": True, "detector_score": 
 
 def load_model(path: str):
     """An exported embedding model; any failure is one line (a ``ConfigError``)."""
-    from trainer.export import load_embedding_model  # the one loader of exported models
+    from trainer.model_files import load_embedding_model  # the one loader of exported models
 
     return load_embedding_model(path, "model_path")
 

@@ -162,7 +162,7 @@ def checks(measured: dict, config: dict) -> list[dict]:
 def decide(new_path: str, old_path: str, config: dict, data_overrides=(), output: str | None = None) -> dict:
     """Measure, check, write ``gate.json`` and ``gate.html``; returns the report."""
     from trainer.io import write_json, write_text
-    from trainer.export import load_embedding_model
+    from trainer.model_files import load_embedding_model
 
     new_model = load_embedding_model(new_path, "new_model")
     old_model = load_embedding_model(old_path, "old_model")

@@ -252,7 +252,7 @@ def _check_final_model(job: Job) -> None:
 
 def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport",
                          loggers: "records.Loggers") -> None:
-    from trainer.export import export_embedding_model, exportable
+    from trainer.model_files import export_embedding_model, exportable
 
     if job.evaluator is not None:
         results = job.evaluator.evaluate(job.loop.embedding_model, job.source)

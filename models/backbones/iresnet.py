@@ -15,18 +15,10 @@ import keras
 
 from models.backbones._common import (
     apply, batch_norm, check_input_shape, minimum_input_size, padded_conv, prelu, remat_scope)
+from models.backbones.iresnet_spec import DEPTHS, MINIMUM_INPUT, STAGE_WIDTHS
 from models.submodel import submodel
 from trainer.registry import BACKBONES
 
-STAGE_WIDTHS = (64, 128, 256, 512)
-MINIMUM_INPUT = 16  # four stride-2 stages
-DEPTHS = {
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 14, 3),
-    100: (3, 13, 30, 3),
-    200: (6, 26, 60, 6),
-}
 
 
 def iresnet_block(input_shape, filters: int, stride: int = 1, downsample: bool = False,

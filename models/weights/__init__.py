@@ -96,7 +96,7 @@ def _depth_hint(parsed: Source, family: str, slots) -> str:
     """For IResNets: how many residual blocks the file has against the model (one PReLU each + stem)."""
     if family != "iresnet":
         return ""
-    from models.backbones.iresnet import DEPTHS
+    from models.backbones.iresnet_spec import DEPTHS
 
     in_file = sum(1 for unit in parsed.units if unit.kind == "prelu") - 1
     here = sum(1 for slot in slots if slot.kind == "prelu") - 1

@@ -16,7 +16,7 @@ import pytest
 
 import trainer
 from trainer.builders import build_embedding_model
-from trainer.export import exportable
+from trainer.model_files import exportable
 from trainer.registry import ConfigError
 
 SIZE = 24

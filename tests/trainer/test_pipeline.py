@@ -209,7 +209,7 @@ def untrained_model(tmp_path):
     model whose albums the trained one cannot keep."""
     import trainer
     from trainer.builders import build_embedding_model
-    from trainer.export import export_embedding_model, exportable
+    from trainer.model_files import export_embedding_model, exportable
 
     cfg = trainer.compose([*SMOKE, f"run.dir={tmp_path / 'untrained'}"])
     return export_embedding_model(exportable(build_embedding_model(cfg, 32)), str(tmp_path / "untrained"))

@@ -68,7 +68,7 @@ def test_a_missing_model_file_is_one_error_line(tmp_path, capsys):
 
 def test_two_exports_on_in_memory_data(tmp_path, capsys):
     """The tool end to end: two exported 32x32 models, the held-out identities of data=memory."""
-    from trainer.export import exportable
+    from trainer.model_files import exportable
 
     paths = []
     for seed in (0, 1):

@@ -115,7 +115,7 @@ def run_command_local(argv, result: dict) -> str:
 
 
 def vertex_command(argv) -> str:
-    from trainer.atomic import write_json
+    from trainer.io import write_json
     from trainer.cli import split_arguments
     from trainer.config import compose
     from trainer.pipeline import vertex

@@ -131,7 +131,7 @@ def prepare(overrides: Iterable[str], output: str) -> dict:
     ``data.json`` holds the overrides the later steps add so they read the same data:
     a generated source is cached in ``output`` unless ``data.data_dir`` was given.
     """
-    from trainer.atomic import write_json
+    from trainer.io import write_json
     from trainer.config import compose
     from trainer.registry import DATASETS
 
@@ -208,7 +208,7 @@ def gate_step(production_model: str, gate_overrides: list[str], dataset, model, 
     Without one, the gate is skipped and records why: a first model has no albums to
     break and no stored features to stay compatible with.
     """
-    from trainer.atomic import write_json
+    from trainer.io import write_json
 
     info = read_json(os.path.join(dataset.path, "data.json"))
     os.makedirs(report.path, exist_ok=True)

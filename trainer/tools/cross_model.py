@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         from trainer.config import compose
         from trainer.data.pipeline import materialise
         from trainer.evaluation.cross_model import cross_model_verification
-        from trainer.export import load_embedding_model
+        from trainer.model_files import load_embedding_model
         from trainer.registry import DATASETS, ConfigError
 
         old = load_embedding_model(args.old, "--old")
