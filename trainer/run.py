@@ -203,7 +203,7 @@ def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", s
             saved = checkpoint.saved["step"] if checkpoint.saved else "?"
             raise Preempted(f"preempted (SIGTERM): saved step {saved} in {checkpoint.folder}; "
                             "rerun the same command to resume")
-    skipped = list(getattr(job.source, "corrupt_records", []) or [])
+    skipped = list(job.source.corrupt_records)
     if skipped:  # data.on_corrupt=skip: say what was left out
         report.update(corrupt_records={"count": len(skipped),
                                        "records": [{"file": f, "record": i, "reason": r} for f, i, r in skipped]})

@@ -24,6 +24,8 @@ class DataSource(abc.ABC):
     # True: ``train_arrays()`` gives the training set as NumPy arrays, and batches are built
     # without TensorFlow (the JAX-host path); ``train()`` is then not used for training.
     in_memory: bool = False
+    # (file, record, reason) of each record skipped as corrupt (data.on_corrupt=skip), so far.
+    corrupt_records: tuple | list = ()
 
     @abc.abstractmethod
     def train(self):
