@@ -35,6 +35,7 @@ setup(
         "tensorboard>=2.21,<2.22",  # the default logger; TensorFlow 2.21 no longer installs it
         "hydra-core>=1.3.2,<1.4",
         "omegaconf>=2.3",
+        "pyyaml",  # read directly (config errors with line and column, the harness's arguments)
         "tensorflow-datasets>=4.9.10",
         "importlib_resources",  # tensorflow-datasets 4.9.10 needs it for local builders, undeclared
         "wandb>=0.19",

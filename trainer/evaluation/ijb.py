@@ -262,28 +262,10 @@ def roc_points(scores: np.ndarray, labels: np.ndarray, points: int = 400):
 
 
 def plot_rocs(curves: dict, path: str, min_far: float = 1e-6) -> str:
-    """Write ``{name: (far, tar)}`` as a PNG with a log FAR axis from ``min_far``; returns ``path``."""
-    import matplotlib
+    """``{name: (far, tar)}`` as a PNG with a log FAR axis from 1e-6 (IJB reports FAR down to it)."""
+    from trainer.evaluation.verification import plot_roc
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5, 4), dpi=100)
-    for name, (far, tar) in curves.items():
-        keep = far > 0
-        axes.plot(far[keep], tar[keep], label=name)
-    axes.set_xscale("log")
-    axes.set_xlim(min_far, 1.0)
-    axes.set_ylim(0.0, 1.01)
-    axes.set_xlabel("false accept rate")
-    axes.set_ylabel("true accept rate")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return plot_roc(curves, path, min_far=min_far)
 
 
 # -- 1:N -----------------------------------------------------------------------------

@@ -203,8 +203,8 @@ def roc_curve(distances: np.ndarray, issame: np.ndarray):
     return far, tar
 
 
-def plot_roc(curves: dict, path: str) -> str:
-    """Write a ROC PNG of ``{name: (far, tar)}`` (log FAR axis); returns ``path``."""
+def plot_roc(curves: dict, path: str, min_far: float = 1e-4) -> str:
+    """Write a ROC PNG of ``{name: (far, tar)}`` (log FAR axis from ``min_far``); returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,7 +215,7 @@ def plot_roc(curves: dict, path: str) -> str:
         keep = far > 0
         axes.plot(far[keep], tar[keep], label=name)
     axes.set_xscale("log")
-    axes.set_xlim(1e-4, 1.0)
+    axes.set_xlim(min_far, 1.0)
     axes.set_ylim(0.0, 1.01)
     axes.set_xlabel("false accept rate")
     axes.set_ylabel("true accept rate")

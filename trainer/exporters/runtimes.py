@@ -8,16 +8,20 @@ scale and zero point. Runners also answer ``runner(batch, training=False)``, so
 
 from __future__ import annotations
 
+import abc
 import os
 
 import numpy as np
 
 
-class Runner:
+class Runner(abc.ABC):
+    """An exported model in its own runtime, called like a Keras model (images in, embeddings out)."""
+
     runtime = "?"
 
+    @abc.abstractmethod
     def run(self, images: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Embeddings of a float32 batch (B, S, S, 3) of 0..255 RGB pixels."""
 
     def __call__(self, images, training=False):
         del training  # inference only; the signature matches a Keras model's
