@@ -46,7 +46,7 @@ class AlreadyFinished(Exception):
     def __init__(self, run_dir: str, metrics: dict):
         accuracy = to_plain(metrics.get("final", {})).get("verification", {}).get("accuracy")
         score = f" (final held-out accuracy {accuracy:.4f})" if isinstance(accuracy, float) else ""
-        super().__init__(f"{run_dir} already holds a finished run{score}; its results are unchanged "
+        super().__init__(f"{shown_path(run_dir)} already holds a finished run{score}; its results are unchanged "
                          f"(metrics.json, export/). To train again, give the run another folder: "
                          f"run.name=<new name>")
         self.metrics = metrics
@@ -284,6 +284,14 @@ def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "recor
                 for name, row in parity["formats"].items()})
 
 
+def shown_path(path: str) -> str:
+    """A path as a person wants to read it: relative when it is under the current folder."""
+    if "://" in path or not os.path.isabs(path):
+        return path
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def main_job(cfg: DictConfig):
     """The command line's job: one line on a user mistake, exit status 2."""
     from hydra.core.hydra_config import HydraConfig
@@ -309,5 +317,5 @@ def main_job(cfg: DictConfig):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     accuracy = to_plain(metrics.get("final", {})).get("verification", {}).get("accuracy")
-    print(f"run directory: {cfg.run.dir}")
+    print(f"run directory: {shown_path(str(cfg.run.dir))}")
     return accuracy  # what --multirun sweepers (Optuna) maximise
