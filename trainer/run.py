@@ -21,7 +21,7 @@ from trainer.config import validate
 from trainer.console import make_epoch_line, on_terminal
 from trainer.job import Job, build_job
 from trainer.registry import ConfigError, to_plain
-from trainer.run_dir import Terminated
+from trainer.run_dir import Terminated, raise_if_terminated
 
 class RunFailed(RuntimeError):
     """The job stopped for a reason the user can act on (message: one line)."""
@@ -124,6 +124,7 @@ def _train_recorded(cfg: DictConfig, run_dir: str, records_dir: str, resume: str
 
 def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport", resume: str) -> None:
     job = build_job(cfg, run_dir)
+    raise_if_terminated()  # stage boundaries: a SIGTERM that was swallowed on its way stops here
     segments, fresh = _resume_plan(job, resume, report)
     # Open for the whole job: TensorBoard and wandb get the untrained and final evaluations too.
     loggers = records.loggers(cfg, run_dir) if job.runtime.is_chief else records.Loggers()
@@ -133,11 +134,13 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport", resume: s
             report.update(untrained=untrained)
             report.print_evaluation("untrained", untrained)
             loggers.log_evaluation("untrained", untrained, step=0)
+        raise_if_terminated()
         if segments:
             _fit(job, cfg, run_dir, report, segments, loggers)
         elif job.checkpoint is not None and job.checkpoint.restore_from:
             _restore_without_training(job, cfg)  # every step done: evaluate the saved weights
         _check_final_model(job)
+        raise_if_terminated()
         _evaluate_and_export(job, cfg, run_dir, report, loggers)
     finally:
         loggers.close()

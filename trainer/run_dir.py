@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import threading
 import time
 
 from trainer.registry import ConfigError
@@ -29,14 +30,43 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived outside ``fit`` (where the checkpoint callback saves first)."""
 
 
+_TERMINATED = threading.Event()
+
+
 def raise_on_sigterm(signum, frame):
-    raise Terminated("SIGTERM")
+    # Also remembered, and not raised inside a garbage-collection callback (JAX registers one):
+    # Python prints such an exception as "ignored" and drops it. The job checks the flag at
+    # each stage boundary instead.
+    _TERMINATED.set()
+    if not _inside_gc_callback(frame):
+        raise Terminated("SIGTERM")
+
+
+def _inside_gc_callback(frame) -> bool:
+    import gc
+
+    codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def terminated() -> bool:
+    """Whether SIGTERM arrived (outside ``fit``) since the job started."""
+    return _TERMINATED.is_set()
+
+
+def raise_if_terminated() -> None:
+    """At a stage boundary: stop with ``Terminated`` if a SIGTERM was swallowed on its way."""
+    if _TERMINATED.is_set():
+        raise Terminated("SIGTERM")
 
 
 def interrupt_on_sigterm() -> None:
     """From now on SIGTERM interrupts the job like Ctrl-C, so every exit records its status."""
     import signal
-    import threading
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_on_sigterm)

@@ -25,6 +25,7 @@ MODELS = [
     (["backbone=tiny", "neck=gdc"], 32),
     (["backbone=vit_t", "backbone.depth=1", "neck=vit_head"], 36),
     (["backbone=tiny", "head=projector", "loss=supcon"], 32),
+    (["backbone=tiny", "head=partial_fc", "head.sample_rate=0.5"], 32),
 ]
 # The smallest member of each convolutional backbone family: XLA compiles of these take
 # 30-170 s each on 2 shared CPU cores, beyond the suite's budget. Run them with
