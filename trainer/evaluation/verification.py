@@ -264,6 +264,27 @@ def decode_images(encoded, image_size: int | None = None) -> np.ndarray:
     return np.stack(images) if images else np.zeros((0, image_size or 1, image_size or 1, 3), np.uint8)
 
 
+class BinUnpickler(pickle.Unpickler):
+    """Unpickles only what a verification ``.bin`` holds: bytes, lists, booleans, NumPy arrays.
+
+    A ``.bin`` is a pickle, and a pickle can name any function to call while it
+    loads; this refuses every global outside that short list, so a hostile file
+    is an error, not code run on the evaluating machine.
+    """
+
+    ALLOWED = {("_codecs", "encode"), ("builtins", "bytes"), ("builtins", "bytearray"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy", "bool_"),
+               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a verification .bin holds "
+                                         "only images (bytes) and booleans")
+        return super().find_class(module, name)
+
+
 def read_bin(path: str, image_size: int | None = None):
     """(images uint8 [2P, S, S, 3], issame bool [P]) of a verification ``.bin`` (local or gs://)."""
     import tensorflow as tf
@@ -274,7 +295,9 @@ def read_bin(path: str, image_size: int | None = None):
         raise DataError(f"verification file {path} does not exist; check eval.bin_files")
     with tf.io.gfile.GFile(str(path), "rb") as f:
         try:
-            bins, issame = pickle.load(f, encoding="bytes")
+            bins, issame = BinUnpickler(f, encoding="bytes").load()
+        except pickle.UnpicklingError as error:
+            raise DataError(f"{path}: {error}") from None
         except Exception as error:  # pickle raises many types on foreign files
             raise DataError(f"{path} is not a verification .bin (pickle of images and issame): "
                             f"{type(error).__name__}") from None
