@@ -117,7 +117,11 @@ def _train_recorded(cfg: DictConfig, run_dir: str, records_dir: str, resume: str
         report.fail(f"interrupted ({error or 'Ctrl-C'})", status="interrupted")
         raise
     except BaseException as error:
-        report.fail(f"{type(error).__name__}: {first_line(error)}")
+        from trainer.callbacks.optuna_pruning import is_pruned
+
+        # A pruned sweep trial stopped on purpose: its own status, not a failure.
+        report.fail(f"{type(error).__name__}: {first_line(error)}",
+                    status="pruned" if is_pruned(error) else None)
         raise
     return report.finish()
 

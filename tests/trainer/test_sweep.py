@@ -58,7 +58,7 @@ def test_pruned_sweep_resumes_from_its_sqlite_study(run_cli, tmp_path):
         # Pruned after its first epoch (of two), on the held-out accuracy of that epoch.
         assert list(trial.intermediate_values) == [1]
         assert 0.0 < trial.intermediate_values[1] < 1.0
-        assert trial_metrics(sweep_dir, trial.number)["status"] != "finished"
+        assert trial_metrics(sweep_dir, trial.number)["status"] == "pruned"
 
     # The same command with more trials and no pruning continues the study: one new trial.
     result = run_cli(*SMOKE, "sweep/pruner@pruner=none", "hydra.sweeper.n_trials=3", timeout=900)

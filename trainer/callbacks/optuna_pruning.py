@@ -11,6 +11,15 @@ import keras
 from trainer.registry import CALLBACKS, DATASETS, EVALUATORS, ConfigError
 
 
+def is_pruned(error: BaseException) -> bool:
+    """Whether ``error`` is Optuna's "this trial was pruned" (False when Optuna is not installed)."""
+    try:
+        import optuna
+    except ImportError:
+        return False
+    return isinstance(error, optuna.TrialPruned)
+
+
 @CALLBACKS.register("optuna_pruning")
 class OptunaPruningCallback(keras.callbacks.Callback):
     """After every ``every_epochs`` epochs: ``trial.report(accuracy, epoch)``, then prune or go on.
