@@ -11,6 +11,14 @@ WANDB_BLOCK = 32 * 1024  # wandb's run file is a LevelDB-style log of 32 KiB blo
 WANDB_HEADER = 7  # ":W&B" + 3 bytes of version
 
 
+def one_error_line(result) -> str:
+    """The single ``error:`` line of a command that refused its input (exit status 2)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
 def read_tensorboard_scalars(folder) -> dict:
     """{tag: last value} of every scalar in the event files of ``folder``."""
     import tensorflow as tf

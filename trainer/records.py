@@ -150,6 +150,44 @@ class Throughput(keras.callbacks.Callback):
         return round(self.images / self.seconds, 1) if self.seconds else None
 
 
+class ScalarWriter:
+    """Scalars for people's tools: a TensorBoard folder (TensorFlow backend) and the open wandb run.
+
+    The event writer is made on the first write and kept until ``close``; wandb is
+    written only when the job opened a run (``wandb.run`` or the one given).
+    """
+
+    def __init__(self, tensorboard_dir: str | None, wandb_run=None):
+        self.tensorboard_dir = tensorboard_dir
+        self.wandb_run = wandb_run
+        self._writer = None
+
+    def write(self, scalars: dict, step: int, summary: bool = False, **wandb_extra) -> None:
+        if self.tensorboard_dir is not None and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+            with self._writer.as_default():
+                for name, value in scalars.items():
+                    tf.summary.scalar(name, value, step=step)
+            self._writer.flush()
+        run = self.wandb_run
+        if run is None:
+            import wandb  # a dependency; a run exists only when the logger opened one
+
+            run = wandb.run
+        if run is not None:
+            run.log({**scalars, **wandb_extra})
+            if summary:
+                run.summary.update(scalars)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
 @dataclass
 class Loggers:
     """The run's TensorBoard and wandb records: epoch callbacks, plus the evaluations."""
@@ -161,19 +199,12 @@ class Loggers:
     def log_evaluation(self, when: str, results: dict, step: int) -> None:
         """``untrained``/``final`` evaluation numbers, as scalars named ``when/set/metric``."""
         scalars = evaluation_scalars(when, results)
-        if not scalars:
+        if not scalars or (self.tensorboard_dir is None and self.wandb_run is None):
             return
-        if self.tensorboard_dir is not None:
-            import tensorflow as tf
-
-            writer = tf.summary.create_file_writer(os.path.join(self.tensorboard_dir, "evaluation"))
-            with writer.as_default():
-                for name, value in scalars.items():
-                    tf.summary.scalar(name, value, step=step)
-            writer.close()
-        if self.wandb_run is not None:
-            self.wandb_run.log(scalars)
-            self.wandb_run.summary.update(scalars)
+        folder = os.path.join(self.tensorboard_dir, "evaluation") if self.tensorboard_dir else None
+        writer = ScalarWriter(folder, self.wandb_run)
+        writer.write(scalars, step, summary=True)
+        writer.close()
 
     def close(self) -> None:
         if self.wandb_run is not None:

@@ -10,6 +10,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from test_data_formats import make_images, write_folder, write_rec  # noqa: E402
 
+from tests.helpers import read_tensorboard_scalars  # noqa: E402
+
 
 @pytest.mark.slow
 def test_recordio_trains_with_the_verification_callback(tmp_path, run_cli):
@@ -29,6 +31,9 @@ def test_recordio_trains_with_the_verification_callback(tmp_path, run_cli):
     history = json.loads((run / "verification.json").read_text())
     assert [h["step"] for h in history] == [2, 3]  # every 2 steps, and at the end
     assert (run / "best" / "embedding.keras").exists() and (run / "best" / "best.json").exists()
+    # the same numbers reach TensorBoard (the last step's value is what is read back)
+    board = read_tensorboard_scalars(run / "tensorboard" / "verification")
+    assert board["verification/tiny/accuracy"] == pytest.approx(history[-1]["results"]["tiny"]["accuracy"])
 
 
 @pytest.mark.slow

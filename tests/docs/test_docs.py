@@ -119,7 +119,7 @@ EXAMPLE_NAMES = {"my_margin", "my_preset", "my_net", "center_pull", "my_neck", "
 
 
 def test_the_documents_have_commands_and_examples():
-    assert len(COMMANDS) > 40
+    assert len(COMMANDS) > 40 and len(TRAINER_COMMANDS) > 25 and len(MODULE_COMMANDS) > 25
     assert {"losses/my_margin.py", "conf/loss/my_margin.yaml", "augment/posterize_face.py",
             "conf/augment/my_preset.yaml", "models/backbones/my_net.py", "loops/center_pull.py",
             "conf/loop/center_pull.yaml"} <= set(examples_of("README.md"))
@@ -141,19 +141,32 @@ def trainer_overrides(arguments):
     return overrides
 
 
-@pytest.mark.parametrize("document, line", [c for c in COMMANDS if command_arguments(c[1])[0] == "trainer"],
+def is_command_shape(line: str) -> bool:
+    """``python -m trainer ...``, ``loss=<name>``, ``trainer.<tool>``: how a command looks, not one."""
+    module, arguments = command_arguments(line)
+    if module != "trainer":
+        return "<" in module  # the options of a real module are checked even with <placeholders>
+    return any("<" in a or ("DOCS_PLACEHOLDER" in a and "=" not in a) for a in arguments)
+
+
+def names_an_example(line: str) -> bool:
+    """Uses a worked example's component: checked by test_worked_examples_train_together."""
+    return any(name in argument for argument in command_arguments(line)[1] for name in EXAMPLE_NAMES)
+
+
+TRAINER_COMMANDS = [c for c in COMMANDS if command_arguments(c[1])[0] == "trainer"
+                    and not is_command_shape(c[1]) and not names_an_example(c[1])]
+MODULE_COMMANDS = [c for c in COMMANDS if command_arguments(c[1])[0] not in (None, "trainer", "pip", "pytest")
+                   and not is_command_shape(c[1])]
+
+
+@pytest.mark.parametrize("document, line", TRAINER_COMMANDS,
                          ids=lambda value: value if "/" not in value and len(value) < 60 else None)
 def test_trainer_command_composes(document, line):
     from trainer.config import compose
     from trainer.registry import ConfigError
 
-    _, arguments = command_arguments(line)
-    overrides = trainer_overrides(arguments)
-    if any(("DOCS_PLACEHOLDER" in argument and "=" not in argument) or "<" in argument
-           for argument in overrides):
-        pytest.skip("a command shape (python -m trainer ... / <name>), not a command")
-    if any(name in argument for argument in overrides for name in EXAMPLE_NAMES):
-        pytest.skip("names a worked example: trained in test_worked_examples_train_together")
+    overrides = trainer_overrides(command_arguments(line)[1])
     documented_error = re.search(r"loss=arcfce|loss\.margn=", line)
     if documented_error:
         with pytest.raises(ConfigError):
@@ -170,15 +183,12 @@ def help_text(module: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("document, line", [c for c in COMMANDS
-                                            if command_arguments(c[1])[0] not in (None, "trainer", "pip", "pytest")],
+@pytest.mark.parametrize("document, line", MODULE_COMMANDS,
                          ids=lambda value: value if "/" not in value and len(value) < 60 else None)
 def test_module_command_exists_and_knows_its_options(document, line):
     import importlib.util
 
     module, arguments = command_arguments(line)
-    if "<" in module:
-        pytest.skip("a command shape (python -m trainer.<tool>), not a command")
     assert importlib.util.find_spec(module) is not None, f"{document}: no module {module}"
     from trainer.config import config_groups
 

@@ -7,6 +7,8 @@ a few run ``python -m trainer`` in a subprocess, as a user would.
 import os
 
 import pytest
+
+from tests.helpers import one_error_line
 from omegaconf import OmegaConf
 
 import trainer
@@ -189,13 +191,6 @@ def test_command_line_config_dir_is_checked_before_the_job(capsys, broken_config
 
 
 # -- end to end, as a user runs it (each costs a TensorFlow import) ---------------
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
-
 
 @pytest.mark.slow
 def test_cli_batch_size_zero_is_one_line_and_no_run(run_cli, tmp_path):

@@ -7,6 +7,8 @@ Each hostile case asserts that its side effect (a file) did not happen.
 
 import pytest
 
+from tests.helpers import one_error_line
+
 import trainer
 from trainer.registry import AUGMENTS, LOSSES, REGISTRIES, ConfigError, build
 
@@ -123,13 +125,6 @@ def test_model_files_with_code_are_refused_and_say_why(tmp_path, marker):
 
 
 # -- end to end, as a user runs it (each costs a TensorFlow import) ---------------
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
-
 
 @pytest.mark.slow
 def test_cli_loss_os_system_runs_nothing(run_cli, marker):

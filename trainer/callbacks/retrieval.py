@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from trainer.io import read_json, write_json
+from trainer.records import ScalarWriter
 from trainer.registry import CALLBACKS, ConfigError
 
 
@@ -43,7 +44,7 @@ class RetrievalCallback(keras.callbacks.Callback):
         self.history = read_json(self.history_path, []) or []  # a resumed run keeps its past
         self._sets = None
         self._last_step = None
-        self._writer = None
+        self._scalars = ScalarWriter(os.path.join(self.run_dir, "tensorboard", "retrieval"))
 
     # -- keras hooks ---------------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -59,8 +60,7 @@ class RetrievalCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._sets is not None and self._step() != self._last_step:
             self.evaluate(self._step())
-        if self._writer is not None:
-            self._writer.close()
+        self._scalars.close()
 
     # -- work ----------------------------------------------------------------------------
     def load_sets(self, size: int):
@@ -118,15 +118,4 @@ class RetrievalCallback(keras.callbacks.Callback):
         scalars = {f"retrieval/{key}": result[key] for key in ("precision_at_1", "r_precision", "map_at_r")}
         scalars.update({f"retrieval/recall_at_{k}": value for k, value in result["recall_at_k"].items()})
         scalars = {key: value for key, value in scalars.items() if np.isfinite(value)}
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            if self._writer is None:
-                self._writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard", "retrieval"))
-            with self._writer.as_default():
-                for key, value in scalars.items():
-                    tf.summary.scalar(key, value, step=step)
-            self._writer.flush()
-        import wandb  # a dependency; logs only when the run opened one
-        if wandb.run is not None:
-            wandb.run.log({**scalars, "retrieval/step": step})
+        self._scalars.write(scalars, step, **{"retrieval/step": step})

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from trainer.io import read_json, save_file, write_json
+from trainer.records import ScalarWriter
 from trainer.registry import CALLBACKS, ConfigError, to_plain
 
 MEAN = "mean"
@@ -46,7 +47,7 @@ class VerificationCallback(keras.callbacks.Callback):
         self.best = best["score"] if best else -np.inf
         self._sets = None
         self._last_step = None
-        self._writer = None
+        self._scalars = ScalarWriter(os.path.join(self.run_dir, "tensorboard", "verification"))
         names = [_name(p) for p in self.bin_files]
         if monitor != MEAN and monitor not in names:
             raise ConfigError(f"callbacks.verification.monitor={monitor!r} is not 'mean' or one of "
@@ -69,8 +70,7 @@ class VerificationCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._sets and self._step() != self._last_step:
             self.evaluate(self._step())
-        if self._writer is not None:
-            self._writer.close()
+        self._scalars.close()
 
     # -- work ----------------------------------------------------------------------------
     def _step(self) -> int:
@@ -115,19 +115,7 @@ class VerificationCallback(keras.callbacks.Callback):
             for far, tar in metrics["tar_at_far"].items():
                 if tar is not None:
                     scalars[f"verification/{name}/tar_at_far_{far}"] = tar
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            if self._writer is None:
-                self._writer = tf.summary.create_file_writer(
-                    os.path.join(self.run_dir, "tensorboard", "verification"))
-            with self._writer.as_default():
-                for key, value in scalars.items():
-                    tf.summary.scalar(key, value, step=step)
-            self._writer.flush()
-        import wandb  # a dependency; logs only when the run opened one
-        if wandb.run is not None:
-            wandb.run.log({**scalars, "verification/step": step})
+        self._scalars.write(scalars, step, **{"verification/step": step})
 
 
 def _name(path: str) -> str:
