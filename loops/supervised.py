@@ -9,9 +9,12 @@ asks the head for the per-sample loss with ``head.per_sample_loss(loss,
 embeddings, labels, training)`` (the head gathers, samples and reduces across
 replicas itself). Other heads take the fast path, unchanged.
 
-It overrides ``compute_loss`` only, so Keras's own ``train_step`` (per backend)
-does the gradient work: the loop runs unchanged under TensorFlow and JAX,
-distribution strategies, mixed precision and XLA.
+It overrides ``compute_loss``, so Keras's own ``train_step`` (per backend) does
+the gradient work: the loop runs unchanged under TensorFlow and JAX, distribution
+strategies, mixed precision and XLA. The one exception is a head that updates its
+own rows (``owns_update``: Partial FC under TensorFlow, whose centres are split
+across the replicas): its step is Keras's, plus the gradient of the rows the head
+sampled, handed to the head before the Keras optimizer updates the rest.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from __future__ import annotations
 import keras
 
 from augment.mixing import is_mixed, mix_loss
-from loops.base import FaceLoop
+from loops.base import FaceLoop, output_dim
 from trainer.keras_private import reduce_weighted_values  # what Loss.__call__ reduces with
+from trainer.keras_private import track_loss
 from trainer.registry import LOOPS, ConfigError
 
 
@@ -40,6 +44,38 @@ class SupervisedLoop(FaceLoop):
         self.loss_state = getattr(loss, "state_layer", None)
         # Heads are any Keras layer (a dotted path too): only those that declare it see labels.
         self.head_uses_labels = bool(getattr(head, "uses_labels", False))
+
+    @property
+    def head_owns_update(self) -> bool:
+        return self.head_uses_labels and bool(getattr(self.head, "owns_update", False))
+
+    def compile(self, optimizer="rmsprop", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        if self.head_uses_labels and not self.head.built:
+            # Now, eagerly and in the strategy's scope: a sharded head draws each replica's rows.
+            self.head.build((None, output_dim(self.embedding_model)))
+        if self.head_owns_update:  # it keeps its own optimizer slots: it must know the rule now
+            self.head.use_optimizer(self.optimizer)
+
+    def train_step(self, data):
+        if not self.head_owns_update:
+            return super().train_step(data)
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            with self.head.recording(tape) as sampled:
+                loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+            track_loss(self, loss, tf.shape(x)[0])
+            loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_weights
+        gradients = tape.gradient(loss, [*variables, sampled.weights])
+        # The head first: it reads the learning rate and step that apply_gradients advances.
+        self.head.apply_row_gradient(sampled, gradients[-1], self.optimizer)
+        if variables:
+            self.optimizer.apply_gradients(zip(gradients[:-1], variables))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def part(self, argument):
         return self.face_loss if argument == "loss" else super().part(argument)

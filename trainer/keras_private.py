@@ -26,6 +26,7 @@ PRIVATE_SYMBOLS = (
     ("keras.src.losses.loss", "scale_loss_for_distribution"),
     ("keras.src.losses.loss", "unscale_loss_for_distribution"),
     ("keras.src.utils.backend_utils", "in_tf_graph"),
+    ("keras.src.backend.common.stateless_scope", "in_stateless_scope"),
     ("keras.src.tree", "map_structure"),
     ("keras.src.backend.tensorflow.trainer", "reduce_per_replica"),
 )
@@ -38,10 +39,11 @@ PRIVATE_MEMBERS = (
     ("Layer", "_seed_generators"),
     ("Model", "_symbolic_build"),
     ("Model", "_maybe_symbolic_build"),
+    ("Model", "_loss_tracker"),
 )
 
-__all__ = ["DataLayer", "backend_name", "in_tf_graph", "reduce_weighted_values",
-           "scale_loss_for_distribution", "seed_generator", "skip_fit_build", "sublayers", "symbolic_build", "tensorflow_trainer",
+__all__ = ["DataLayer", "backend_name", "in_stateless_scope", "in_tf_graph", "reduce_weighted_values",
+           "scale_loss_for_distribution", "seed_generator", "skip_fit_build", "sublayers", "symbolic_build", "tensorflow_trainer", "track_loss",
            "unscale_loss_for_distribution", "using_backend", "own_seed_generators"]
 
 
@@ -50,6 +52,13 @@ def in_tf_graph() -> bool:
     from keras.src.utils import backend_utils
 
     return backend_utils.in_tf_graph()
+
+
+def in_stateless_scope() -> bool:
+    """True while Keras traces symbolically (variables created now are initialised later)."""
+    from keras.src.backend.common import stateless_scope
+
+    return stateless_scope.in_stateless_scope()
 
 
 def backend_name(layer: DataLayer) -> str:
@@ -96,6 +105,11 @@ def symbolic_build(model, data_batch) -> None:
 def skip_fit_build(model) -> None:
     """Stop ``fit`` from building the model again (it was built by ``symbolic_build``)."""
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def track_loss(model, loss, batch_size) -> None:
+    """What Keras's own ``train_step`` records for the ``loss`` log, for a step written by hand."""
+    model._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=batch_size)
 
 
 def tensorflow_trainer():

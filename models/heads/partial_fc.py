@@ -15,13 +15,14 @@ Gradients reach only the sampled rows (a gather's gradient).
 
 Two execution models, one piece of maths (:meth:`PartialFCHead.per_sample_loss`):
 
-* ``tf.distribute`` (Mirrored, MultiWorker, TPU): each replica runs the step on its
-  own shard; the collectives are ``all_gather`` and ``all_reduce`` (both
-  differentiable), and the replica returns the loss of its own rows, so Keras's
-  per-replica scaling and gradient summing give the one-device gradient. The centre
-  *variable* is a mirrored one (every replica holds a copy; tf.distribute has no
-  class-sharded trainable variable): the compute and the (B, C) tensors are
-  sharded, the weight memory is not.
+* ``tf.distribute`` (Mirrored, MultiWorker, TPU) and plain TensorFlow: each replica
+  runs the step on its own shard; the collectives are ``all_gather`` and
+  ``all_reduce`` (both differentiable), and the replica returns the loss of its own
+  rows, so Keras's per-replica scaling and gradient summing give the one-device
+  gradient for the backbone. The centres are a *sync-on-read* variable: each
+  replica stores only its ``rows / N`` rows (and their optimizer slots), and the
+  head updates the rows it sampled itself (``models.heads.row_update``: the Keras
+  optimizer would sum the replicas' gradients, which here belong to different rows).
 * JAX (``keras.distribution``): one SPMD program over the global batch; the centres
   are created with a layout along the mesh's batch axis, so each device stores only
   its rows and their optimizer slots, and XLA turns the reductions over the shard
@@ -40,12 +41,16 @@ devices restores on 2 or 1, and each then takes its own slice.
 from __future__ import annotations
 
 import math
+import random
+import threading
 
 import keras
+import numpy as np
 from keras import ops
 
 from losses.margin import MarginBatch, MarginLoss
 from losses.base import poison
+from trainer.keras_private import in_stateless_scope
 from trainer.registry import HEADS
 
 
@@ -91,27 +96,133 @@ class PartialFCHead(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.rows = -(-self.num_classes // self.shard_multiple) * self.shard_multiple
         self.jax_layout, self.jax_shards = None, 1
+        # TensorFlow: each replica stores its own rows and the head updates them
+        # (models.heads.row_update); JAX: sharded by layout, the Keras optimizer updates them.
+        self.owns_update = keras.backend.backend() == "tensorflow"
+        self.replicas = 1            # TensorFlow: shards stored, one per replica (fixed at build)
+        self.rule = None             # the row update of the job's optimizer (use_optimizer)
+        self.row_state = _RowState()  # its per-row slots; saved by save_own_variables
+        # The loop's train step records the sampled rows here; per thread, because
+        # MirroredStrategy runs its replicas' steps in concurrent threads.
+        self.recorders = threading.local()
 
     # -- variables ------------------------------------------------------------------
     def build(self, input_shape):
         dim = int(input_shape[-1])
-        shape = (self.rows, self.sub_centers, dim)
-        self.jax_layout, self.jax_shards = _jax_class_layout(self.rows, len(shape))
-        # Glorot on the (D, C*K) matrix the cosine head draws, so both heads start alike.
+        initializer = self.scaled_initializer(dim)
+        with keras.name_scope(self.name, caller=self):
+            if self.owns_update:
+                self.replicas = _tf_replicas()
+                if self.rows % self.replicas:
+                    raise ValueError(f"partial_fc: {self.rows} centre rows do not split over {self.replicas} "
+                                     f"replicas; set head.shard_multiple to a multiple of {self.replicas}")
+                shard = self.rows // self.replicas
+                self.centers = _replica_variable(
+                    (shard, self.sub_centers, dim), "class_centers",
+                    lambda shape, dtype=None: self.initial_rows(initializer, 0, shard, shape[1:]))
+                self.fill_other_replicas(initializer)
+            else:
+                shape = (self.rows, self.sub_centers, dim)
+                self.jax_layout, self.jax_shards = _jax_class_layout(self.rows, len(shape))
+                self.centers = keras.Variable(initializer, shape=shape, dtype="float32", trainable=True,
+                                              name="class_centers", layout=self.jax_layout)
+            # Steps taken so far: with the seed it fixes the sampled classes, and it is in
+            # the checkpoint, so a resumed run samples what the uninterrupted one would.
+            self.sample_step = keras.Variable("zeros", shape=(), dtype="int32", trainable=False,
+                                              name="sample_step", aggregation="only_first_replica")
+            if self.rule is not None:
+                self.row_state.create(self.rule.slots, tuple(self.centers.shape), self.name)
+        self.built = True
+
+    def scaled_initializer(self, dim):
+        """Glorot on the (D, C*K) matrix the cosine head draws, so both heads start alike."""
         initializer = self.kernel_initializer
         if isinstance(initializer, keras.initializers.VarianceScaling):
             fan_in, fan_out = dim, self.rows * self.sub_centers
             scale = initializer.scale / max(1.0, {"fan_in": fan_in, "fan_out": fan_out,
                                                   "fan_avg": (fan_in + fan_out) / 2}[initializer.mode])
             initializer = _Scaled(initializer.distribution, scale, initializer.seed)
-        with keras.name_scope(self.name, caller=self):
-            self.centers = keras.Variable(initializer, shape=shape, dtype="float32", trainable=True,
-                                          name="class_centers", layout=self.jax_layout)
-            # Steps taken so far: with the seed it fixes the sampled classes, and it is in
-            # the checkpoint, so a resumed run samples what the uninterrupted one would.
-            self.sample_step = keras.Variable("zeros", shape=(), dtype="int32", trainable=False,
-                                              name="sample_step", aggregation="only_first_replica")
-        self.built = True
+        return initializer
+
+    def initial_rows(self, initializer, start, stop, row_shape):
+        """Rows ``[start, stop)`` of the initial matrix. Glorot-style draws come per block of
+        ``shard_multiple`` rows from (seed, block), so 1 replica and 8 start alike."""
+        if isinstance(initializer, _Scaled):
+            return initializer.rows(start, stop, self.shard_multiple, tuple(row_shape))
+        return initializer((stop - start, *row_shape), dtype="float32")  # another initializer: its own draw
+
+    def fill_other_replicas(self, initializer):
+        """Give replicas 1..N-1 their own rows (a strategy creates them as copies of replica 0's)."""
+        parts = replica_parts(self.centers)
+        if len(parts) > 1 and in_stateless_scope():
+            raise ValueError("partial_fc: build the head before tracing the model (SupervisedLoop.compile "
+                             "does): each replica's rows must be drawn eagerly")
+        shard = self.rows // self.replicas
+        for replica, part in enumerate(parts[1:], start=1):
+            part.assign(self.initial_rows(initializer, replica * shard, (replica + 1) * shard, part.shape[1:]))
+
+    def use_optimizer(self, optimizer) -> None:
+        """Train the centres with ``optimizer``'s rule (TensorFlow; JAX leaves them to Keras).
+        Called by the loop's ``compile``; one line when the optimizer is not supported."""
+        if not self.owns_update:
+            return
+        from models.heads.row_update import row_rule
+
+        self.rule = row_rule(optimizer)
+        if self.built:
+            self.row_state.create(self.rule.slots, tuple(self.centers.shape), self.name)
+
+    def apply_row_gradient(self, sampled, gradient, optimizer) -> None:
+        """The optimizer step on the rows ``sampled`` (a ``recording``) saw this step (TensorFlow);
+        ``gradient``: the loss's gradient with respect to ``sampled.weights``."""
+        from models.heads.row_update import apply_rows
+
+        if self.rule is None:
+            self.use_optimizer(optimizer)
+        apply_rows(self.rule, optimizer, self.centers, self.row_state.slots, sampled.rows,
+                   gradient[0])
+
+    def recording(self, tape):
+        """Context for a TensorFlow train step: ``tape`` watches the sampled rows, and the
+        returned recorder holds them (``.weights``, ``.rows``) for ``apply_row_gradient``."""
+        return _Recording(self, tape)
+
+    def whole_centers(self):
+        """The (rows, K, D) centre matrix as one NumPy array, however it is stored."""
+        if self.owns_update:
+            return gather_replicas(self.centers)
+        return keras.ops.convert_to_numpy(self.centers)
+
+    def assign_whole_centers(self, centers) -> None:
+        """Set every row from one (rows, K, D) array (each replica takes its own)."""
+        if self.owns_update:
+            scatter_replicas(self.centers, centers)
+        else:
+            self.centers.assign(centers)
+
+    # -- checkpoints: the whole matrix, whatever the replica count ---------------------------
+    def save_own_variables(self, store):
+        if not self.owns_update:
+            return super().save_own_variables(store)
+        store["0"] = gather_replicas(self.centers)
+        store["1"] = keras.ops.convert_to_numpy(self.sample_step)
+        for name, slot in self.row_state.slots.items():
+            store[f"slot_{name}"] = gather_replicas(slot)
+
+    def load_own_variables(self, store):
+        if not self.owns_update:
+            return super().load_own_variables(store)
+        centers = np.asarray(store["0"])
+        shard = tuple(self.centers.shape)
+        if centers.shape != (shard[0] * self.replicas, *shard[1:]):
+            raise ValueError(f"partial_fc: the checkpoint's centres are {centers.shape}, this head's "
+                             f"{(shard[0] * self.replicas, *shard[1:])}")
+        scatter_replicas(self.centers, centers)
+        self.sample_step.assign(np.asarray(store["1"]))
+        keys = set(store.keys())
+        for name, slot in self.row_state.slots.items():  # absent (a JAX checkpoint): zeros
+            scatter_replicas(slot, np.asarray(store[f"slot_{name}"]) if f"slot_{name}" in keys
+                             else np.zeros(centers.shape, "float32"))
 
     # -- the sampled, sharded forward pass ------------------------------------------------
     def call(self, embeddings, labels=None, training=False):
@@ -145,7 +256,15 @@ class PartialFCHead(keras.layers.Layer):
             self.sample_step.assign(step + 1)
         centers = ops.cast(self.centers, "float32")
         n, k = rows.shape[0], rows.shape[1]
-        if n == 1:  # one shard: a plain gather (TensorFlow's gradient is then sparse rows)
+        if self.owns_update:  # this replica's own rows; the train step watches them
+            if shards.count != self.replicas:
+                raise ValueError(f"partial_fc: built for {self.replicas} replicas, running on {shards.count}")
+            local = rows[0] - shards.local_ids[0] * per_shard
+            w = ops.take(centers, local, axis=0)[None]
+            recorder = getattr(self.recorders, "active", None)
+            if recorder is not None:
+                w = recorder.watch(w, local)
+        elif n == 1:  # one shard: a plain gather
             w = ops.take(centers, rows[0], axis=0)[None]
         else:       # every shard in one program: a batched gather, local to each device
             w = ops.reshape(centers, (n, per_shard, self.sub_centers, -1))
@@ -369,3 +488,97 @@ class _Scaled(keras.initializers.Initializer):
 
     def get_config(self):
         return {"distribution": self.distribution, "scale": self.scale, "seed": self.seed}
+
+    def rows(self, start, stop, block, row_shape):
+        """Rows ``[start, stop)`` of the whole matrix, each block of ``block`` rows a stateless
+        draw from (seed, block index): independent of how the rows are split into shards."""
+        import tensorflow as tf
+
+        seed = self.seed if self.seed is not None else random.randrange(2 ** 31)  # set_random_seed seeds it
+        self.seed = seed  # every shard of this matrix draws from the same seed
+
+        def draw(index):
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+            shape = (block, *row_shape)
+            if self.distribution == "uniform":
+                limit = math.sqrt(3.0 * self.scale)
+                return tf.random.stateless_uniform(shape, key, -limit, limit)
+            if "truncated" in self.distribution:
+                return tf.random.stateless_truncated_normal(
+                    shape, key, stddev=math.sqrt(self.scale) / 0.87962566103423978)
+            return tf.random.stateless_normal(shape, key, stddev=math.sqrt(self.scale))
+
+        first, last = start // block, -(-stop // block)
+        blocks = tf.map_fn(draw, tf.range(first, last, dtype=tf.int64), fn_output_signature=tf.float32)
+        offset = start - first * block
+        return tf.reshape(blocks, (-1, *row_shape))[offset:offset + stop - start]
+
+
+# -- TensorFlow storage: one shard of rows per replica ------------------------------------
+
+class _RowState:
+    """The centres' optimizer slots (TensorFlow), created once the optimizer is known.
+
+    A plain object so that Keras does not track them after the layer is built; the
+    head saves and restores them itself (``save_own_variables``)."""
+
+    def __init__(self):
+        self.slots = {}
+
+    def create(self, names, shape, prefix):
+        for name in names:
+            if name not in self.slots:
+                self.slots[name] = _replica_variable(shape, f"{prefix}_{name}")
+
+
+class _Recording:
+    """``PartialFCHead.recording``: the head hands the sampled rows to the step's tape."""
+
+    def __init__(self, head, tape):
+        self.head, self.tape = head, tape
+        self.weights = self.rows = None
+
+    def watch(self, weights, rows):
+        self.tape.watch(weights)
+        self.weights, self.rows = weights, rows
+        return weights
+
+    def __enter__(self):
+        self.head.recorders.active = self
+        return self
+
+    def __exit__(self, *exc):
+        self.head.recorders.active = None
+        return False
+
+
+def _tf_replicas() -> int:
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _replica_variable(shape, name, initializer="zeros"):
+    """A (shard) variable on every replica, each replica's copy its own (sync-on-read)."""
+    return keras.Variable(initializer, shape=shape, dtype="float32", trainable=False, name=name,
+                          synchronization="on_read", aggregation="only_first_replica")
+
+
+def replica_parts(variable) -> list:
+    """The per-replica tf.Variables behind ``variable`` (one outside a strategy)."""
+    import tensorflow as tf
+
+    value = variable.value
+    return list(value.values) if isinstance(value, tf.distribute.DistributedValues) else [value]
+
+
+def gather_replicas(variable):
+    """The whole matrix: every replica's rows, in replica order (NumPy)."""
+    return np.concatenate([part.numpy() for part in replica_parts(variable)], axis=0)
+
+
+def scatter_replicas(variable, full) -> None:
+    """Split ``full`` by rows over the replicas' copies of ``variable``."""
+    parts = replica_parts(variable)
+    for part, rows in zip(parts, np.split(np.asarray(full, "float32"), len(parts), axis=0)):
+        part.assign(rows)

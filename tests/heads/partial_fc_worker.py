@@ -3,6 +3,9 @@
 ``python partial_fc_worker.py LOSS [LOSS ...]`` prints one JSON line per loss:
 the loss and the gradients (embedding model and class centres) of one step on a
 global batch, sharded (8 replicas / devices, sample_rate 1.0) and on one device.
+``python partial_fc_worker.py --train OPTIMIZER`` (TensorFlow): three ``fit`` steps
+of ArcFace, 8 replicas whose head updates its own rows against the cosine head
+and the Keras optimizer on one device; prints the relative error of each update.
 It must be a fresh process: under TensorFlow the 8 logical CPUs must exist before
 TensorFlow initialises, under JAX the host-platform device count is an XLA flag
 read when JAX starts (the caller sets KERAS_BACKEND and XLA_FLAGS).
@@ -29,13 +32,15 @@ import trainer  # noqa: E402
 CLASSES, DIM, INPUT, BATCH = 100, 16, 6, 32
 
 
-def make_loop(loss_name, head_node):
+def make_loop(loss_name, head_node, optimizer=None):
     loss = trainer.build("loss", {"name": loss_name}, num_classes=CLASSES)
     node = {**head_node, **loss.head_requirements()}
     head = trainer.build("head", node, num_classes=CLASSES)
     inputs = keras.Input((INPUT,))
     embedding = keras.Model(inputs, keras.layers.Dense(DIM, name="fc")(inputs))
     loop = trainer.build("loop", "supervised", embedding_model=embedding, head=head, loss=loss)
+    if optimizer is not None:
+        loop.compile(optimizer=optimizer, jit_compile=False)
     loop(np.zeros((BATCH, INPUT), "float32"))  # build every part
     return loop
 
@@ -48,10 +53,10 @@ def set_weights(reference, sharded, seed):
     for loop in (reference, sharded):
         loop.embedding_model.get_layer("fc").set_weights([kernel, bias])
     reference.head.kernel.assign(centres)
-    padded = np.zeros(tuple(sharded.head.centers.shape), "float32")
+    padded = sharded.head.whole_centers()
     padded[:CLASSES, 0] = centres.T
     padded[CLASSES:, 0] = rng.normal(size=(padded.shape[0] - CLASSES, DIM))
-    sharded.head.centers.assign(padded)
+    sharded.head.assign_whole_centers(padded)
 
 
 def grads_of(loop, trainables, x, y):
@@ -74,12 +79,59 @@ def tensorflow_case(loss_name, x, y):
         lambda c: tf.constant(x[c.replica_id_in_sync_group * per:(c.replica_id_in_sync_group + 1) * per]))
     ys = strategy.experimental_distribute_values_from_function(
         lambda c: tf.constant(y[c.replica_id_in_sync_group * per:(c.replica_id_in_sync_group + 1) * per]))
-    variables = [*sharded.embedding_model.trainable_variables, sharded.head.centers]
-    loss, grads = strategy.run(tf.function(lambda a, b: grads_of(sharded, variables, a, b)), args=(xs, ys))
+    variables = sharded.embedding_model.trainable_variables
+    shard_shape = tuple(sharded.head.centers.shape)
+
+    def replica_step(a, b):  # what SupervisedLoop.train_step differentiates
+        with tf.GradientTape() as tape:
+            with sharded.head.recording(tape) as sampled:
+                loss = sharded.compute_loss(a, b, sharded(a, training=True), training=True)
+        grads = tape.gradient(loss, [*variables, sampled.weights])
+        # Each replica's gradient of its own rows is already the whole batch's: no sum.
+        own_rows = tf.scatter_nd(sampled.rows[:, None], grads[-1][0], shard_shape)
+        return loss, [tf.convert_to_tensor(g) for g in grads[:-1]], own_rows
+
+    loss, grads, own_rows = strategy.run(tf.function(replica_step), args=(xs, ys))
     loss = strategy.reduce("SUM", loss, axis=None)
-    grads = [strategy.reduce("SUM", g, axis=None) for g in grads]
-    return (float(loss_ref), [g.numpy() for g in grads_ref], float(loss), [g.numpy() for g in grads],
-            int(sharded.head.rows // DEVICES))
+    grads = [strategy.reduce("SUM", g, axis=None).numpy() for g in grads]
+    centres = np.concatenate([r.numpy() for r in strategy.experimental_local_results(own_rows)])
+    return (float(loss_ref), [g.numpy() for g in grads_ref], float(loss), [*grads, centres],
+            [int(sharded.head.rows // DEVICES)])
+
+
+def train_case(optimizer_name):
+    """Three fit steps: 8 replicas, the head's own row updates, against Keras's on one device."""
+    def optimizer():
+        if optimizer_name == "sgd":
+            return keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4)
+        return keras.optimizers.AdamW(0.01, weight_decay=5e-4)
+
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(BATCH * 3, INPUT)) * 3).astype("float32")
+    y = rng.integers(0, CLASSES, BATCH * 3).astype("int32")
+    reference = make_loop("arcface", {"name": "cosine"}, optimizer())
+    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(DEVICES)])
+    with strategy.scope():
+        sharded = make_loop("arcface", {"name": "partial_fc", "shard_multiple": DEVICES}, optimizer())
+    set_weights(reference, sharded, 1)
+    start_centres = sharded.head.whole_centers()[:CLASSES, 0]
+    start_kernel = reference.embedding_model.get_layer("fc").kernel.numpy()
+    losses = {}
+    for name, loop in (("reference", reference), ("sharded", sharded)):
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+        losses[name] = loop.fit(data, epochs=1, verbose=0).history["loss"][0]
+
+    def relative(got, expected):
+        return float(np.max(np.abs(got - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+    centre_update = sharded.head.whole_centers()[:CLASSES, 0] - start_centres
+    kernel_update = sharded.embedding_model.get_layer("fc").kernel.numpy() - start_kernel
+    return {"optimizer": optimizer_name, "loss_ref": losses["reference"], "loss_sharded": losses["sharded"],
+            "centre_update_error": relative(centre_update, reference.head.kernel.numpy().T - start_centres),
+            "kernel_update_error": relative(
+                kernel_update, reference.embedding_model.get_layer("fc").kernel.numpy() - start_kernel),
+            "steps": int(sharded.head.sample_step.numpy()),
+            "slots": sorted(sharded.head.row_state.slots), "shard_rows": list(sharded.head.centers.shape)[:1]}
 
 
 def jax_case(loss_name, x, y):
@@ -118,6 +170,9 @@ def jax_case(loss_name, x, y):
 
 
 def main():
+    if sys.argv[1] == "--train":
+        print(json.dumps(train_case(sys.argv[2])), flush=True)
+        return
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(BATCH, INPUT)) * 3).astype("float32")
     y = rng.integers(0, CLASSES, BATCH).astype("int32")
