@@ -57,10 +57,12 @@ class SupervisedLoop(FaceLoop):
         if self.head_owns_update:  # it keeps its own optimizer slots: it must know the rule now
             self.head.use_optimizer(self.optimizer)
 
-    def train_step(self, data):
+    def train_step(self, *args):  # (data) under TensorFlow, (state, data) under JAX
         if not self.head_owns_update:
-            return super().train_step(data)
+            return super().train_step(*args)
         import tensorflow as tf
+
+        [data] = args
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:

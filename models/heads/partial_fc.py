@@ -51,7 +51,7 @@ from keras import ops
 from losses.margin import MarginBatch, MarginLoss
 from losses.base import poison
 from trainer.keras_private import in_stateless_scope
-from trainer.registry import HEADS
+from trainer.registry import HEADS, ConfigError
 
 
 def margin_loss_problem(loss) -> str | None:
@@ -120,6 +120,13 @@ class PartialFCHead(keras.layers.Layer):
                 self.centers = _replica_variable(
                     (shard, self.sub_centers, dim), "class_centers",
                     lambda shape, dtype=None: self.initial_rows(initializer, 0, shard, shape[1:]))
+                if len(replica_parts(self.centers)) != self.replicas:
+                    # Multi-client (MultiWorkerMirrored): this worker sees only its own shards,
+                    # and only the chief writes checkpoints, so no process could save them all.
+                    raise ConfigError(
+                        "head=partial_fc under TensorFlow needs one process that sees every replica "
+                        "(runtime=mirrored, gpu, tpu or cpu with runtime.logical_devices); for "
+                        "several hosts train with KERAS_BACKEND=jax runtime=jax")
                 self.fill_other_replicas(initializer)
             else:
                 shape = (self.rows, self.sub_centers, dim)
@@ -199,6 +206,21 @@ class PartialFCHead(keras.layers.Layer):
             scatter_replicas(self.centers, centers)
         else:
             self.centers.assign(centers)
+
+    def memory_per_device(self, optimizer=None) -> dict:
+        """One device's share of the head as stored (weights and optimizer slots), for the bench:
+        read from the variables themselves, not from the formula in docs/partial_fc.md."""
+        if self.owns_update:
+            rows, devices, slots = int(replica_parts(self.centers)[0].shape[0]), self.replicas, \
+                len(self.row_state.slots)
+        else:  # JAX: a device's addressable shard; the Keras optimizer's slots have the same layout
+            shards = getattr(self.centers.value, "addressable_shards", None)
+            rows, devices = (int(shards[0].data.shape[0]) if shards else self.rows), self.jax_shards
+            slots = sum(tuple(v.shape) == tuple(self.centers.shape) for v in optimizer.variables) \
+                if optimizer is not None else 0
+        row_bytes = self.sub_centers * int(self.centers.shape[-1]) * 4
+        return {"devices": devices, "rows_per_device": rows, "optimizer_slots": slots,
+                "bytes_per_device": rows * row_bytes * (1 + slots)}
 
     # -- checkpoints: the whole matrix, whatever the replica count ---------------------------
     def save_own_variables(self, store):

@@ -125,15 +125,14 @@ def test_sampled_step_trains_only_sampled_rows_and_advances_the_sample():
     assert head.num_sampled(200, 12) == 20  # 10 % of 200 rows, and at least the batch size
     touched = []
     for step in range(2):
-        before = head.whole_centers()
-        momentum = head.row_state.slots["momentum"].value.numpy() if step else None
+        weights, momentum = head.whole_centers(), np.array(head.row_state.slots["momentum"].value.numpy())
         loop.train_on_batch(x, y)
-        rows = set(np.flatnonzero(np.abs(head.whole_centers() - before).sum(axis=(1, 2)) > 0))
-        assert set(y) <= rows and len(rows) <= 20
-        if momentum is not None:  # the slots of the rows not sampled are left alone
-            now = head.row_state.slots["momentum"].value.numpy()
-            untouched = sorted(set(range(200)) - rows)
-            np.testing.assert_array_equal(now[untouched], momentum[untouched])
+        # A row counts as touched if its weights or its momentum moved (a tiny step can vanish
+        # in float32 rounding of the weight, never in the momentum it starts from zero).
+        moved = (np.abs(head.whole_centers() - weights).sum(axis=(1, 2)) > 0) | \
+            (np.abs(head.row_state.slots["momentum"].value.numpy() - momentum).sum(axis=(1, 2)) > 0)
+        rows = set(np.flatnonzero(moved))
+        assert set(y) <= rows and len(rows) <= 20  # every positive; nothing beyond the sample
         touched.append(rows)
         assert int(keras.ops.convert_to_numpy(head.sample_step)) == step + 1
     assert touched[0] != touched[1]

@@ -194,10 +194,20 @@ def _measure(cfg, bench, job, synthetic, warmup_steps, steps_per_window, windows
         },
         "memory": {"peak_host_gib": gib(peak_host_bytes()),
                    "peak_device_gib": gib(peak_device_bytes()),
+                   "head_per_device": head_memory(loop),
                    "note": "this process: two copies of the model (framework and minimal) and the "
                            "pipeline; bench.job=true measures the job alone"},
         "machine": machine(),
     }
+
+
+def head_memory(loop) -> dict | None:
+    """A sharded head's weights and optimizer slots on one device (``head=partial_fc``), or None."""
+    measure_head = getattr(getattr(loop, "head", None), "memory_per_device", None)
+    if measure_head is None:
+        return None
+    found = measure_head(loop.optimizer)
+    return {**found, "gib_per_device": gib(found["bytes_per_device"])}
 
 
 def targets(ratios: dict) -> dict:

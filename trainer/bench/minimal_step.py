@@ -11,6 +11,7 @@ measured on exactly the framework's arithmetic.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 
@@ -63,14 +64,21 @@ class _TensorFlowStep:
         loop, optimizer = owner.loop, owner.optimizer
         scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
+        # A head that updates its own sampled rows (partial_fc) gets that update here too.
+        head = loop.head if getattr(loop, "head_owns_update", False) else None
+
         @tf.function(jit_compile=owner.jit_compile, reduce_retracing=True)
         def step(images, labels):
             with tf.GradientTape() as tape:
                 predictions = loop(images, training=True)
-                loss = loop.compute_loss(images, labels, predictions, training=True)
+                with head.recording(tape) if head is not None else contextlib.nullcontext() as sampled:
+                    loss = loop.compute_loss(images, labels, predictions, training=True)
                 scaled = optimizer.scale_loss(loss) if scales_loss else loss
             variables = loop.trainable_variables
-            optimizer.apply(tape.gradient(scaled, variables), variables)
+            gradients = tape.gradient(scaled, [*variables, *([sampled.weights] if head is not None else [])])
+            if head is not None:
+                head.apply_row_gradient(sampled, gradients.pop(), optimizer)
+            optimizer.apply(gradients, variables)
             return loss
 
         self.step = step

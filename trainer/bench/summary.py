@@ -51,6 +51,10 @@ def summary_lines(report: dict) -> list[str]:
                      + (f" = {share:.2%} of a {job['steps_per_epoch']}-step epoch" if share is not None else ""))
     lines.append(f"peak host memory: {memory['peak_host_gib']} GiB (this process)"
                  + (f"; device: {memory['peak_device_gib']} GiB" if memory.get("peak_device_gib") else ""))
+    head = memory.get("head_per_device")
+    if head:
+        lines.append(f"head memory per device: {head['gib_per_device']} GiB ({head['rows_per_device']:,} rows "
+                     f"and {head['optimizer_slots']} optimizer slot(s) each, {head['devices']} device(s))")
     run = report.get("job_run")
     if run:
         lines.append(f"the job alone (python -m trainer): peak host memory {run['peak_host_gib']} GiB, "
