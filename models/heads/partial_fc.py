@@ -50,6 +50,7 @@ from keras import ops
 
 from losses.margin import MarginBatch, MarginLoss
 from losses.base import poison
+from models.heads.row_update import apply_rows, read_rows, row_rule
 from trainer.keras_private import in_stateless_scope
 from trainer.registry import HEADS, ConfigError
 
@@ -173,8 +174,6 @@ class PartialFCHead(keras.layers.Layer):
         Called by the loop's ``compile``; one line when the optimizer is not supported."""
         if not self.owns_update:
             return
-        from models.heads.row_update import row_rule
-
         self.rule = row_rule(optimizer)
         if self.built:
             self.row_state.create(self.rule.slots, tuple(self.centers.shape), self.name)
@@ -182,8 +181,6 @@ class PartialFCHead(keras.layers.Layer):
     def apply_row_gradient(self, sampled, gradient, optimizer) -> None:
         """The optimizer step on the rows ``sampled`` (a ``recording``) saw this step (TensorFlow);
         ``gradient``: the loss's gradient with respect to ``sampled.weights``."""
-        from models.heads.row_update import apply_rows
-
         if self.rule is None:
             self.use_optimizer(optimizer)
         apply_rows(self.rule, optimizer, self.centers, self.row_state.slots, sampled.rows,
@@ -271,25 +268,28 @@ class PartialFCHead(keras.layers.Layer):
         norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), self.epsilon ** 2))
         per_shard = self.rows // shards.count
         batch = x.shape[0]
+        if batch is None and self.sample_rate < 1.0:  # the sample size must be static: say so
+            raise ValueError("partial_fc with head.sample_rate < 1 needs batches of a static size (e.g. "
+                             "dataset.batch(size, drop_remainder=True)): the sample must hold every "
+                             "positive of the global batch")
         step = ops.convert_to_tensor(self.sample_step)
         rows = sample_rows(y, shards.local_ids, per_shard, self.num_sampled(per_shard, batch),
                            self.num_classes, self.seed, step)            # (n, K) global row ids
         if training:
             self.sample_step.assign(step + 1)
-        centers = ops.cast(self.centers, "float32")
         n, k = rows.shape[0], rows.shape[1]
         if self.owns_update:  # this replica's own rows; the train step watches them
             if shards.count != self.replicas:
                 raise ValueError(f"partial_fc: built for {self.replicas} replicas, running on {shards.count}")
             local = rows[0] - shards.local_ids[0] * per_shard
-            w = ops.take(centers, local, axis=0)[None]
+            w = read_rows(self.centers, local)[None]
             recorder = getattr(self.recorders, "active", None)
             if recorder is not None:
                 w = recorder.watch(w, local)
         elif n == 1:  # one shard: a plain gather
-            w = ops.take(centers, rows[0], axis=0)[None]
+            w = ops.take(self.centers, rows[0], axis=0)[None]
         else:       # every shard in one program: a batched gather, local to each device
-            w = ops.reshape(centers, (n, per_shard, self.sub_centers, -1))
+            w = ops.reshape(self.centers, (n, per_shard, self.sub_centers, -1))
             w = ops.take_along_axis(w, ops.reshape(rows - shards.local_ids[:, None] * per_shard,
                                                    (n, k, 1, 1)), axis=1)
             w = shards.constrain(w, 4)

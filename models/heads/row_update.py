@@ -82,11 +82,11 @@ def apply_rows(rule: RowRule, optimizer, weights, slots: dict, rows, gradient) -
         keep = tf.cast(finite, tf.float32)
     else:
         keep = None
-    current = tf.gather(weights, rows)
+    current = read_rows(weights, rows)
     delta = -current * (rule.weight_decay * lr) if rule.weight_decay else tf.zeros_like(current)
     if rule.kind == "sgd":
         if rule.momentum:
-            old = tf.gather(slots["momentum"], rows)
+            old = read_rows(slots["momentum"], rows)
             new = old * rule.momentum - gradient * lr
             _scatter(slots["momentum"], rows, new if keep is None else old + keep * (new - old))
             step = new * rule.momentum - gradient * lr if rule.nesterov else new
@@ -95,7 +95,7 @@ def apply_rows(rule: RowRule, optimizer, weights, slots: dict, rows, gradient) -
     else:
         t = tf.cast(inner.iterations + 1, tf.float32)
         alpha = lr * tf.sqrt(1.0 - rule.beta_2 ** t) / (1.0 - rule.beta_1 ** t)
-        m_old, v_old = tf.gather(slots["m"], rows), tf.gather(slots["v"], rows)
+        m_old, v_old = read_rows(slots["m"], rows), read_rows(slots["v"], rows)
         m = m_old + (gradient - m_old) * (1.0 - rule.beta_1)
         v = v_old + (tf.square(gradient) - v_old) * (1.0 - rule.beta_2)
         if keep is not None:
@@ -105,6 +105,15 @@ def apply_rows(rule: RowRule, optimizer, weights, slots: dict, rows, gradient) -
         step = -(m * alpha) / (tf.sqrt(v) + rule.epsilon)
     # The decay first, then the step on the decayed row: Keras's order (neither reads the weight).
     tf.raw_ops.ResourceScatterAdd(resource=_handle(weights), indices=rows, updates=delta + step)
+
+
+def read_rows(variable, rows):
+    """``rows`` of this replica's copy, read from the resource (a sparse read). Converting the
+    variable to a tensor first would read every row, and the scatter that follows would then
+    copy the whole shard, every step."""
+    import tensorflow as tf
+
+    return tf.raw_ops.ResourceGather(resource=_handle(variable), indices=rows, dtype=tf.float32)
 
 
 def _scatter(variable, rows, values) -> None:

@@ -131,7 +131,8 @@ def train_case(optimizer_name):
             "kernel_update_error": relative(
                 kernel_update, reference.embedding_model.get_layer("fc").kernel.numpy() - start_kernel),
             "steps": int(sharded.head.sample_step.numpy()),
-            "slots": sorted(sharded.head.row_state.slots), "shard_rows": list(sharded.head.centers.shape)[:1]}
+            "slots": sorted(sharded.head.row_state.slots), "shard_rows": list(sharded.head.centers.shape)[:1],
+            "memory": sharded.head.memory_per_device(sharded.optimizer)}
 
 
 def jax_case(loss_name, x, y):

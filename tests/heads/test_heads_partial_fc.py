@@ -53,6 +53,9 @@ def test_the_heads_own_row_updates_on_8_replicas_equal_the_keras_optimizer_on_on
     assert result["kernel_update_error"] <= bound, result
     assert result["steps"] == 3 and result["shard_rows"] == [13], result
     assert result["slots"] == (["momentum"] if optimizer == "sgd" else ["m", "v"])
+    slots = len(result["slots"])  # what trainer.bench reports: 13 rows of 16 floats, weights + slots
+    assert result["memory"] == {"devices": 8, "rows_per_device": 13, "optimizer_slots": slots,
+                                "bytes_per_device": 13 * 16 * 4 * (1 + slots)}
 
 
 def build_pair(loss_name, num_classes=40, dim=8, batch=12, shard_multiple=8, sample_rate=1.0):
@@ -207,3 +210,15 @@ def test_trains_on_2_logical_devices_and_resumes_on_1(tmp_path):
     assert sorted(k.rsplit("/", 1)[-1] for k in before if k not in counters) == ["0", "slot_m", "slot_v"]
     assert {before[k].shape for k in before if k not in counters} == {(600, 1, 32)}
     assert counters and all(int(before[k]) == 3 and int(after[k]) == 6 for k in counters)
+
+
+def test_a_sampled_head_refuses_batches_of_unknown_size_instead_of_keeping_every_row():
+    """An unknown batch size would make the sample size unknown; silently keeping every row would
+    cost the full head's time and memory, so it is one clear error instead."""
+    import tensorflow as tf
+
+    loss, _, head, _ = build_pair("arcface", num_classes=200, sample_rate=0.1)
+    step = tf.function(lambda x, y: head.per_sample_loss(loss, x, y, training=True),
+                       input_signature=[tf.TensorSpec((None, 8)), tf.TensorSpec((None,), tf.int32)])
+    with pytest.raises(ValueError, match="drop_remainder=True"):
+        step(np.zeros((12, 8), "float32"), np.zeros((12,), "int32"))
