@@ -73,7 +73,10 @@ class SupervisedLoop(FaceLoop):
             loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_weights
         gradients = tape.gradient(loss, [*variables, sampled.weights])
-        # The head first: it reads the learning rate and step that apply_gradients advances.
+        # The head first: it reads the learning rate, step (and loss scale) that apply_gradients
+        # advances, so the optimizer must exist now (Keras builds it in its first apply).
+        if not self.optimizer.built:
+            self.optimizer.build(variables)
         self.head.apply_row_gradient(sampled, gradients[-1], self.optimizer)
         if variables:
             self.optimizer.apply_gradients(zip(gradients[:-1], variables))

@@ -74,21 +74,23 @@ def apply_rows(rule: RowRule, optimizer, weights, slots: dict, rows, gradient) -
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     lr = tf.cast(inner.learning_rate, tf.float32)
     gradient = tf.cast(gradient, tf.float32)
-    if inner is not optimizer:  # a loss-scaled step: unscale, skip it when not finite
+    keep = None  # a loss-scaled step: unscale; when not finite, move nothing (weights nor slots)
+    if inner is not optimizer:
         gradient = gradient / tf.cast(optimizer.dynamic_scale, tf.float32)
         finite = tf.reduce_all(tf.math.is_finite(gradient))
         gradient = tf.where(finite, gradient, 0.0)
-        lr = tf.where(finite, lr, 0.0)
         keep = tf.cast(finite, tf.float32)
-    else:
-        keep = None
+
+    def kept(old, new):
+        return new if keep is None else old + keep * (new - old)
+
     current = read_rows(weights, rows)
     delta = -current * (rule.weight_decay * lr) if rule.weight_decay else tf.zeros_like(current)
     if rule.kind == "sgd":
         if rule.momentum:
             old = read_rows(slots["momentum"], rows)
             new = old * rule.momentum - gradient * lr
-            _scatter(slots["momentum"], rows, new if keep is None else old + keep * (new - old))
+            _scatter(slots["momentum"], rows, kept(old, new))
             step = new * rule.momentum - gradient * lr if rule.nesterov else new
         else:
             step = -gradient * lr
@@ -98,13 +100,12 @@ def apply_rows(rule: RowRule, optimizer, weights, slots: dict, rows, gradient) -
         m_old, v_old = read_rows(slots["m"], rows), read_rows(slots["v"], rows)
         m = m_old + (gradient - m_old) * (1.0 - rule.beta_1)
         v = v_old + (tf.square(gradient) - v_old) * (1.0 - rule.beta_2)
-        if keep is not None:
-            m, v = m_old + keep * (m - m_old), v_old + keep * (v - v_old)
-        _scatter(slots["m"], rows, m)
-        _scatter(slots["v"], rows, v)
+        _scatter(slots["m"], rows, kept(m_old, m))
+        _scatter(slots["v"], rows, kept(v_old, v))
         step = -(m * alpha) / (tf.sqrt(v) + rule.epsilon)
     # The decay first, then the step on the decayed row: Keras's order (neither reads the weight).
-    tf.raw_ops.ResourceScatterAdd(resource=_handle(weights), indices=rows, updates=delta + step)
+    update = delta + step if keep is None else keep * (delta + step)
+    tf.raw_ops.ResourceScatterAdd(resource=_handle(weights), indices=rows, updates=update)
 
 
 def read_rows(variable, rows):

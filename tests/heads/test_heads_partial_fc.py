@@ -222,3 +222,31 @@ def test_a_sampled_head_refuses_batches_of_unknown_size_instead_of_keeping_every
                        input_signature=[tf.TensorSpec((None, 8)), tf.TensorSpec((None,), tf.int32)])
     with pytest.raises(ValueError, match="drop_remainder=True"):
         step(np.zeros((12, 8), "float32"), np.zeros((12,), "int32"))
+
+
+def test_a_loss_scaled_step_updates_the_rows_as_the_unscaled_one():
+    """mixed_float16's LossScaleOptimizer scales the loss; the head unscales its rows' gradient,
+    so two steps give the rows (and their momentum) of plain SGD; a non-finite step is skipped."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(12, 8)) * 5).astype("float32")
+    y = rng.integers(0, 40, 12).astype("int32")
+    heads = []
+    for wrap in (False, True):
+        loss = trainer.build("loss", {"name": "arcface"}, num_classes=40)
+        head = trainer.build("head", {"name": "partial_fc", "shard_multiple": 8}, num_classes=40)
+        inputs = keras.Input((8,))
+        loop = trainer.build("loop", "supervised", embedding_model=keras.Model(inputs, inputs), head=head,
+                             loss=loss)
+        sgd = keras.optimizers.SGD(0.5, momentum=0.9)
+        loop.compile(optimizer=keras.optimizers.LossScaleOptimizer(sgd) if wrap else sgd, jit_compile=False)
+        head.assign_whole_centers(np.random.default_rng(1).normal(size=(40, 1, 8)).astype("float32"))
+        for _ in range(2):
+            loop.train_on_batch(x, y)
+        if wrap:
+            assert float(keras.ops.convert_to_numpy(loop.optimizer.dynamic_scale)) > 1.0  # really scaled
+            before = head.whole_centers()
+            loop.train_on_batch(np.full_like(x, np.nan), y)  # a non-finite step: nothing moves
+            np.testing.assert_array_equal(head.whole_centers(), before)
+        heads.append(head)
+    plain, scaled = heads
+    np.testing.assert_allclose(scaled.whole_centers(), plain.whole_centers(), rtol=1e-5, atol=1e-6)
