@@ -37,7 +37,9 @@ def build_head(cfg, loss, num_classes: int):
     node = to_plain(cfg.head)
     # What the loss needs of the head (sub-centres); a plain Keras loss (dotted path) needs nothing.
     node.update(loss.head_requirements() if isinstance(loss, FaceLoss) else {})
-    head = HEADS.build(node, num_classes=num_classes)
+    # The global batch is a bound a sampling head needs when batches have no static size.
+    trainer_node = cfg.get("trainer") or {}
+    head = HEADS.build(node, num_classes=num_classes, global_batch_size=trainer_node.get("batch_size"))
     if getattr(head, "uses_labels", False):
         _check_label_head(cfg, head, loss)
     return head

@@ -80,7 +80,7 @@ class PartialFCHead(keras.layers.Layer):
     uses_labels = True  # the loop hands it the labels (SupervisedLoop.compute_loss)
 
     def __init__(self, num_classes, sample_rate=1.0, sub_centers=1, shard_multiple=256, seed=0,
-                 kernel_initializer="glorot_normal", epsilon=1e-6, **kwargs):
+                 kernel_initializer="glorot_normal", epsilon=1e-6, global_batch_size=None, **kwargs):
         kwargs["dtype"] = kwargs.get("dtype") or "float32"
         super().__init__(**kwargs)
         if int(num_classes) < 1 or int(sub_centers) < 1 or int(shard_multiple) < 1:
@@ -95,6 +95,9 @@ class PartialFCHead(keras.layers.Layer):
         self.seed = int(seed)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.epsilon = float(epsilon)
+        # The job's trainer.batch_size (given by the builder): bounds the positives per step when
+        # the batches' static size is unknown (Keras feeds NumPy batches with a None batch axis).
+        self.global_batch_size = None if global_batch_size is None else int(global_batch_size)
         self.rows = -(-self.num_classes // self.shard_multiple) * self.shard_multiple
         self.jax_layout, self.jax_shards = None, 1
         # TensorFlow: each replica stores its own rows and the head updates them
@@ -267,11 +270,11 @@ class PartialFCHead(keras.layers.Layer):
         y = ops.cast(y, "int32")
         norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), self.epsilon ** 2))
         per_shard = self.rows // shards.count
-        batch = x.shape[0]
+        batch = x.shape[0] if x.shape[0] is not None else self.global_batch_size
         if batch is None and self.sample_rate < 1.0:  # the sample size must be static: say so
             raise ValueError("partial_fc with head.sample_rate < 1 needs batches of a static size (e.g. "
-                             "dataset.batch(size, drop_remainder=True)): the sample must hold every "
-                             "positive of the global batch")
+                             "dataset.batch(size, drop_remainder=True)) or the head's global_batch_size: "
+                             "the sample must hold every positive of the global batch")
         step = ops.convert_to_tensor(self.sample_step)
         rows = sample_rows(y, shards.local_ids, per_shard, self.num_sampled(per_shard, batch),
                            self.num_classes, self.seed, step)            # (n, K) global row ids
@@ -345,7 +348,7 @@ class PartialFCHead(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes, "sample_rate": self.sample_rate,
                 "sub_centers": self.sub_centers, "shard_multiple": self.shard_multiple, "seed": self.seed,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "epsilon": self.epsilon}
+                "epsilon": self.epsilon, "global_batch_size": self.global_batch_size}
 
 
 def sample_rows(labels, shard_ids, per_shard: int, num_sampled: int, num_classes: int, seed: int, step):

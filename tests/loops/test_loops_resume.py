@@ -45,6 +45,8 @@ LOOPS = {
     "simclr": ["experiment=simclr"],
     "supcon": ["experiment=supcon"],
     "gan": ["experiment=gan"],
+    # the sampled, sharded head: its rows, their slots and its sample counter are restored
+    "partial_fc": ["head=partial_fc", "head.sample_rate=0.5", "head.shard_multiple=8", "optimizer=sgd"],
 }
 
 
