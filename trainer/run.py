@@ -143,6 +143,8 @@ def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport", resume: s
             _fit(job, cfg, run_dir, report, segments, loggers)
         elif job.checkpoint is not None and job.checkpoint.restore_from:
             _restore_without_training(job, cfg)  # every step done: evaluate the saved weights
+            report.update(steps=job.epochs * job.steps_per_epoch,  # as a run that trained says
+                          optimizer_steps=int(keras.ops.convert_to_numpy(job.loop.optimizer.iterations)))
         _check_final_model(job)
         raise_if_terminated()
         _evaluate_and_export(job, cfg, run_dir, report, loggers)

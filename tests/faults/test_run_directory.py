@@ -79,6 +79,8 @@ def test_killed_during_final_evaluation_resumes_with_the_trained_weights(finishe
     again = trainer.train(job(run_dir, "trainer.epochs=2"))
     assert again["status"] == "finished"
     assert again["final"]["verification"]["accuracy"] == metrics["final"]["verification"]["accuracy"]
+    # the steps the restored weights were trained for, as the uninterrupted run reported them
+    assert (again["steps"], again["optimizer_steps"]) == (metrics["steps"], metrics["optimizer_steps"])
     np.testing.assert_allclose(embeddings_of(run_dir / "export" / "embedding.keras"), expected, atol=1e-5)
 
 
