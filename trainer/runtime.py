@@ -68,11 +68,16 @@ class Runtime:
     def prepare_fit(self, model, batches):
         """Strategy-specific set-up before ``fit``; returns ``batches`` (possibly re-wrapped).
 
-        Multi-worker: Keras 3's pre-fit build reduces a per-replica batch across
-        workers and fails (keras-team/keras#20585). The model is built here from
-        the batches' structure instead, and that step is switched off for it.
+        Under any strategy of several replicas, Keras 3's pre-fit build takes one batch
+        from the training iterator to build with, and that batch is never trained on
+        (measured on 2 replicas: 2 of 3 steps per epoch ran, so the data position was
+        wrong and epoch-end checkpoints were never due). Multi-worker, that build also
+        reduces a per-replica batch across workers and fails (keras-team/keras#20585).
+        So the model is built here from the batches' structure (a peeked generator is
+        put back together, a ``tf.data`` pipeline gives its element spec) and Keras's
+        build is switched off.
         """
-        if self.name != "multiworker":
+        if self.strategy is None or (self.num_replicas <= 1 and self.name != "multiworker"):
             return batches
         from trainer.callbacks.checkpoint import build_before_restore
         from trainer.keras_private import skip_fit_build
@@ -80,7 +85,8 @@ class Runtime:
         with self.scope():
             batches = build_before_restore(model, batches)
         skip_fit_build(model)
-        _patch_multiworker_log_reduction()
+        if self.name == "multiworker":
+            _patch_multiworker_log_reduction()
         return batches
 
     def worker_dir(self, run_dir: str) -> str:

@@ -111,6 +111,22 @@ def test_sigterm_then_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.parametrize("data", ["memory", "synthetic_faces"])
+def test_every_batch_of_every_epoch_trains_on_several_replicas(tmp_path, data):
+    """Under a strategy Keras's pre-fit build took one batch from the training iterator: on
+    NumPy sources 2 of 3 steps per epoch ran and the epoch-end checkpoints never came due."""
+    args = [*TINY, f"data={data}", "runtime.logical_devices=2", "runtime.jit_compile=false",
+            "trainer.epochs=2", "trainer.steps_per_epoch=3", "run.name=replicas"]
+    if data == "synthetic_faces":  # the tf.data path: a small rendered set
+        args += ["data.test_identities=6"]
+    code, output = run(args, tmp_path)
+    assert code == 0, output[-3000:]
+    run_dir = tmp_path / "runs" / "replicas"
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.json"))
+    assert saved == ["ckpt-000000003.json", "ckpt-000000006.json"], saved  # each epoch end, at 3 steps
+    assert (metrics(run_dir)["steps"], metrics(run_dir)["optimizer_steps"]) == (6, 6)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
