@@ -502,14 +502,20 @@ class _Scaled(keras.initializers.Initializer):
     def __init__(self, distribution, scale, seed=None):
         self.distribution, self.scale, self.seed = distribution, scale, seed
 
-    def __call__(self, shape, dtype=None):
+    def spread(self):
+        """("uniform", limit) or ("normal" | "truncated", standard deviation) of the draw."""
         if self.distribution == "uniform":
-            limit = math.sqrt(3.0 * self.scale)
-            return keras.random.uniform(shape, -limit, limit, dtype=dtype, seed=self.seed)
-        stddev = math.sqrt(self.scale) / (0.87962566103423978 if "truncated" in self.distribution else 1.0)
-        if "truncated" in self.distribution:
-            return keras.random.truncated_normal(shape, stddev=stddev, dtype=dtype, seed=self.seed)
-        return keras.random.normal(shape, stddev=stddev, dtype=dtype, seed=self.seed)
+            return "uniform", math.sqrt(3.0 * self.scale)
+        if "truncated" in self.distribution:  # the truncated normal's own std is 0.8796 of its parameter
+            return "truncated", math.sqrt(self.scale) / 0.87962566103423978
+        return "normal", math.sqrt(self.scale)
+
+    def __call__(self, shape, dtype=None):
+        kind, spread = self.spread()
+        if kind == "uniform":
+            return keras.random.uniform(shape, -spread, spread, dtype=dtype, seed=self.seed)
+        draw = keras.random.truncated_normal if kind == "truncated" else keras.random.normal
+        return draw(shape, stddev=spread, dtype=dtype, seed=self.seed)
 
     def get_config(self):
         return {"distribution": self.distribution, "scale": self.scale, "seed": self.seed}
@@ -522,16 +528,15 @@ class _Scaled(keras.initializers.Initializer):
         seed = self.seed if self.seed is not None else random.randrange(2 ** 31)  # set_random_seed seeds it
         self.seed = seed  # every shard of this matrix draws from the same seed
 
+        kind, spread = self.spread()
+
         def draw(index):
             key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
             shape = (block, *row_shape)
-            if self.distribution == "uniform":
-                limit = math.sqrt(3.0 * self.scale)
-                return tf.random.stateless_uniform(shape, key, -limit, limit)
-            if "truncated" in self.distribution:
-                return tf.random.stateless_truncated_normal(
-                    shape, key, stddev=math.sqrt(self.scale) / 0.87962566103423978)
-            return tf.random.stateless_normal(shape, key, stddev=math.sqrt(self.scale))
+            if kind == "uniform":
+                return tf.random.stateless_uniform(shape, key, -spread, spread)
+            normal = tf.random.stateless_truncated_normal if kind == "truncated" else tf.random.stateless_normal
+            return normal(shape, key, stddev=spread)
 
         first, last = start // block, -(-stop // block)
         blocks = tf.map_fn(draw, tf.range(first, last, dtype=tf.int64), fn_output_signature=tf.float32)

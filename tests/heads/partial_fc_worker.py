@@ -110,9 +110,14 @@ def train_case(optimizer_name):
     x = (rng.normal(size=(BATCH * 3, INPUT)) * 3).astype("float32")
     y = rng.integers(0, CLASSES, BATCH * 3).astype("int32")
     reference = make_loop("arcface", {"name": "cosine"}, optimizer())
+    keras.utils.set_random_seed(5)
+    one_device = make_loop("arcface", {"name": "partial_fc", "shard_multiple": DEVICES}, optimizer())
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(DEVICES)])
+    keras.utils.set_random_seed(5)
     with strategy.scope():
         sharded = make_loop("arcface", {"name": "partial_fc", "shard_multiple": DEVICES}, optimizer())
+    initial = sharded.head.whole_centers()
+    same_start = bool(np.array_equal(initial, one_device.head.whole_centers()))
     set_weights(reference, sharded, 1)
     start_centres = sharded.head.whole_centers()[:CLASSES, 0]
     start_kernel = reference.embedding_model.get_layer("fc").kernel.numpy()
@@ -132,7 +137,8 @@ def train_case(optimizer_name):
                 kernel_update, reference.embedding_model.get_layer("fc").kernel.numpy() - start_kernel),
             "steps": int(sharded.head.sample_step.numpy()),
             "slots": sorted(sharded.head.row_state.slots), "shard_rows": list(sharded.head.centers.shape)[:1],
-            "memory": sharded.head.memory_per_device(sharded.optimizer)}
+            "memory": sharded.head.memory_per_device(sharded.optimizer),
+            "same_start_on_1_and_8": same_start, "initial_std": float(initial.std())}
 
 
 def jax_case(loss_name, x, y):

@@ -53,6 +53,10 @@ def test_the_heads_own_row_updates_on_8_replicas_equal_the_keras_optimizer_on_on
     assert result["kernel_update_error"] <= bound, result
     assert result["steps"] == 3 and result["shard_rows"] == [13], result
     assert result["slots"] == (["momentum"] if optimizer == "sgd" else ["m", "v"])
+    # the initial matrix is drawn per block of rows: the same on 1 device and on 8 replicas,
+    # with Glorot's spread for a (16, 104) matrix: sqrt(2 / 120) = 0.129
+    assert result["same_start_on_1_and_8"], result
+    assert result["initial_std"] == pytest.approx((2 / (16 + 104)) ** 0.5, rel=0.1), result
     slots = len(result["slots"])  # what trainer.bench reports: 13 rows of 16 floats, weights + slots
     assert result["memory"] == {"devices": 8, "rows_per_device": 13, "optimizer_slots": slots,
                                 "bytes_per_device": 13 * 16 * 4 * (1 + slots)}
