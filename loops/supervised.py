@@ -63,7 +63,6 @@ class SupervisedLoop(FaceLoop):
         import tensorflow as tf
 
         [data] = args
-
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
@@ -71,16 +70,22 @@ class SupervisedLoop(FaceLoop):
                 loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
             track_loss(self, loss, tf.shape(x)[0])
             loss = self.optimizer.scale_loss(loss)
+        self.apply_gradients_with_rows(tape, loss, sampled, self.optimizer)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def apply_gradients_with_rows(self, tape, loss, sampled, optimizer) -> None:
+        """A step's updates when the head owns its rows (TensorFlow): ``loss``'s gradients from
+        ``tape``, the head's update of the rows ``sampled`` (its ``recording``) saw, then the
+        optimizer's of every trainable weight."""
         variables = self.trainable_weights
         gradients = tape.gradient(loss, [*variables, sampled.weights])
-        # The head first: it reads the learning rate, step (and loss scale) that apply_gradients
-        # advances, so the optimizer must exist now (Keras builds it in its first apply).
-        if not self.optimizer.built:
-            self.optimizer.build(variables)
-        self.head.apply_row_gradient(sampled, gradients[-1], self.optimizer)
+        # The head first: it reads the learning rate, step (and loss scale) that the optimizer's
+        # apply advances, so the optimizer must exist now (Keras builds it in its first apply).
+        if not optimizer.built:
+            optimizer.build(variables)
+        self.head.apply_row_gradient(sampled, gradients.pop(), optimizer)
         if variables:
-            self.optimizer.apply_gradients(zip(gradients[:-1], variables))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+            optimizer.apply_gradients(zip(gradients, variables))
 
     def part(self, argument):
         return self.face_loss if argument == "loss" else super().part(argument)

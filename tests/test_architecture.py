@@ -18,7 +18,7 @@ COMPONENTS = ("losses", "augment", "models", "loops")
 # What a component may import from the runtime: the registry, the one module of Keras
 # internals, and the small helpers that import nothing of the framework.
 COMPONENT_MAY_IMPORT = {"trainer.registry", "trainer.keras_private", "trainer.errors",
-                        "trainer.seeding", "trainer.normalize",
+                        "trainer.seeding", "trainer.normalize", "trainer.replicas",
                         "trainer.model_files"}  # loading a model file (BCT's old model, a teacher)
 
 # (importer, imported) pairs still to fix; removed by the job-builder change.

@@ -53,6 +53,7 @@ from losses.base import poison
 from models.heads.row_update import apply_rows, read_rows, row_rule
 from trainer.keras_private import in_stateless_scope
 from trainer.registry import HEADS, ConfigError
+from trainer.replicas import replica_copies
 
 
 def margin_loss_problem(loss) -> str | None:
@@ -124,7 +125,7 @@ class PartialFCHead(keras.layers.Layer):
                 self.centers = _replica_variable(
                     (shard, self.sub_centers, dim), "class_centers",
                     lambda shape, dtype=None: self.initial_rows(initializer, 0, shard, shape[1:]))
-                if len(replica_parts(self.centers)) != self.replicas:
+                if len(replica_copies(self.centers)) != self.replicas:
                     # Multi-client (MultiWorkerMirrored): this worker sees only its own shards,
                     # and only the chief writes checkpoints, so no process could save them all.
                     raise ConfigError(
@@ -152,7 +153,10 @@ class PartialFCHead(keras.layers.Layer):
             fan_in, fan_out = dim, self.rows * self.sub_centers
             scale = initializer.scale / max(1.0, {"fan_in": fan_in, "fan_out": fan_out,
                                                   "fan_avg": (fan_in + fan_out) / 2}[initializer.mode])
-            initializer = _Scaled(initializer.distribution, scale, initializer.seed)
+            seed = initializer.seed
+            if seed is None and self.owns_update:  # every replica's rows come from one seed
+                seed = random.randrange(2 ** 31)     # Python's generator: set_random_seed seeds it
+            initializer = _Scaled(initializer.distribution, scale, seed)
         return initializer
 
     def initial_rows(self, initializer, start, stop, row_shape):
@@ -164,7 +168,7 @@ class PartialFCHead(keras.layers.Layer):
 
     def fill_other_replicas(self, initializer):
         """Give replicas 1..N-1 their own rows (a strategy creates them as copies of replica 0's)."""
-        parts = replica_parts(self.centers)
+        parts = replica_copies(self.centers)
         if len(parts) > 1 and in_stateless_scope():
             raise ValueError("partial_fc: build the head before tracing the model (SupervisedLoop.compile "
                              "does): each replica's rows must be drawn eagerly")
@@ -211,8 +215,7 @@ class PartialFCHead(keras.layers.Layer):
         """One device's share of the head as stored (weights and optimizer slots), for the bench:
         read from the variables themselves, not from the formula in docs/partial_fc.md."""
         if self.owns_update:
-            rows, devices, slots = int(replica_parts(self.centers)[0].shape[0]), self.replicas, \
-                len(self.row_state.slots)
+            rows, devices, slots = int(self.centers.shape[0]), self.replicas, len(self.row_state.slots)
         else:  # JAX: a device's addressable shard; the Keras optimizer's slots have the same layout
             shards = getattr(self.centers.value, "addressable_shards", None)
             rows, devices = (int(shards[0].data.shape[0]) if shards else self.rows), self.jax_shards
@@ -261,9 +264,6 @@ class PartialFCHead(keras.layers.Layer):
 
     def sampled(self, embeddings, labels, training, shards):
         """:meth:`call` with the shard context given (the loss needs the same one)."""
-        if self.rows % shards.count:
-            raise ValueError(f"partial_fc: {self.rows} centre rows do not split over {shards.count} replicas; "
-                             f"set head.shard_multiple to a multiple of {shards.count}")
         embeddings = ops.cast(embeddings, "float32")
         labels = ops.reshape(ops.convert_to_tensor(labels), (-1,))
         x, y = shards.gather(embeddings), shards.gather(labels, differentiable=False)
@@ -525,10 +525,7 @@ class _Scaled(keras.initializers.Initializer):
         draw from (seed, block index): independent of how the rows are split into shards."""
         import tensorflow as tf
 
-        seed = self.seed if self.seed is not None else random.randrange(2 ** 31)  # set_random_seed seeds it
-        self.seed = seed  # every shard of this matrix draws from the same seed
-
-        kind, spread = self.spread()
+        seed, (kind, spread) = self.seed, self.spread()
 
         def draw(index):
             key = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
@@ -594,21 +591,13 @@ def _replica_variable(shape, name, initializer="zeros"):
                           synchronization="on_read", aggregation="only_first_replica")
 
 
-def replica_parts(variable) -> list:
-    """The per-replica tf.Variables behind ``variable`` (one outside a strategy)."""
-    import tensorflow as tf
-
-    value = variable.value
-    return list(value.values) if isinstance(value, tf.distribute.DistributedValues) else [value]
-
-
 def gather_replicas(variable):
     """The whole matrix: every replica's rows, in replica order (NumPy)."""
-    return np.concatenate([part.numpy() for part in replica_parts(variable)], axis=0)
+    return np.concatenate([part.numpy() for part in replica_copies(variable)], axis=0)
 
 
 def scatter_replicas(variable, full) -> None:
     """Split ``full`` by rows over the replicas' copies of ``variable``."""
-    parts = replica_parts(variable)
+    parts = replica_copies(variable)
     for part, rows in zip(parts, np.split(np.asarray(full, "float32"), len(parts), axis=0)):
         part.assign(rows)

@@ -74,11 +74,11 @@ class _TensorFlowStep:
                 with head.recording(tape) if head is not None else contextlib.nullcontext() as sampled:
                     loss = loop.compute_loss(images, labels, predictions, training=True)
                 scaled = optimizer.scale_loss(loss) if scales_loss else loss
-            variables = loop.trainable_variables
-            gradients = tape.gradient(scaled, [*variables, *([sampled.weights] if head is not None else [])])
             if head is not None:
-                head.apply_row_gradient(sampled, gradients.pop(), optimizer)
-            optimizer.apply(gradients, variables)
+                loop.apply_gradients_with_rows(tape, scaled, sampled, optimizer)
+            else:
+                variables = loop.trainable_variables
+                optimizer.apply(tape.gradient(scaled, variables), variables)
             return loss
 
         self.step = step

@@ -44,6 +44,7 @@ from trainer import io
 from trainer.errors import first_line
 from trainer.callbacks.base import TrainerCallback
 from trainer.keras_private import symbolic_build
+from trainer.replicas import replica_copies
 from trainer.registry import CALLBACKS, ConfigError
 
 LATEST = "latest.json"
@@ -349,23 +350,11 @@ def non_finite_variable(model) -> str | None:
     optimizer = getattr(model, "optimizer", None)
     variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
     for variable in variables:
-        for value in replica_values(variable):
+        for copy in replica_copies(variable):  # a sharded variable: every replica's values
+            value = keras.ops.convert_to_numpy(copy)
             if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
                 return getattr(variable, "path", variable.name)
     return None
-
-
-def replica_values(variable) -> list:
-    """``variable``'s value as NumPy; every replica's own copy when each holds different
-    values (a sync-on-read variable: partial_fc's class shards), else the one value."""
-    value = variable.value
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if (isinstance(value, tf.distribute.DistributedValues)
-                and value.synchronization == tf.VariableSynchronization.ON_READ):
-            return [part.numpy() for part in value.values]
-    return [keras.ops.convert_to_numpy(value)]
 
 
 def build_before_restore(model, batches):
