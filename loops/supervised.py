@@ -98,11 +98,15 @@ class SupervisedLoop(FaceLoop):
             return embeddings  # compute_loss applies the head, with the labels
         return self.head(embeddings, training=training)
 
+    def batch_needs(self, augment):
+        # Before any data is read: a head that samples classes by label takes one label per image.
+        if self.head_uses_labels and getattr(augment, "mixes_labels", False):
+            raise ConfigError(f"head '{self.head.name}' needs one label per image; MixUp/CutMix "
+                              "give two: use an augmentation without mixing")
+        return super().batch_needs(augment)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if self.head_uses_labels:
-            if is_mixed(y):
-                raise ConfigError(f"head '{self.head.name}' needs one label per image; MixUp/CutMix "
-                                  "give two: use an augmentation without mixing")
             values = self.head.per_sample_loss(self.face_loss, y_pred, y, training=training)
             loss = reduce_weighted_values(values, sample_weight=sample_weight,
                                           reduction=self.face_loss.reduction, dtype="float32")

@@ -77,7 +77,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.run.get("export_formats"):  # an unknown format or a missing optional package: before training
         from trainer.exporters import check_available, resolve_formats
 
-        check_available(resolve_formats(list(cfg.run.export_formats)))
+        check_available(resolve_formats(cfg.run.export_formats))  # a name or a list of names
     resume = resume_mode(cfg)
     run_dir = str(cfg.run.dir) if cfg.run.get("dir") else default_run_dir(cfg)
     records_dir = worker_dir(run_dir, cfg.runtime)  # non-chief workers keep to a sub-folder
@@ -282,7 +282,7 @@ def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "recor
         model = exportable(job.loop.embedding_model)
         path = export_embedding_model(model, records_dir)
         report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
-        formats = list(cfg.run.get("export_formats") or [])
+        formats = cfg.run.get("export_formats") or []  # a name or a list: export_formats resolves both
         if formats and job.runtime.is_chief:  # SavedModel / TFLite / ONNX, each checked: export/parity.json
             from trainer.export import export_formats
 

@@ -53,11 +53,6 @@ def _inside_gc_callback(frame) -> bool:
     return False
 
 
-def terminated() -> bool:
-    """Whether SIGTERM arrived (outside ``fit``) since the job started."""
-    return _TERMINATED.is_set()
-
-
 def raise_if_terminated() -> None:
     """At a stage boundary: stop with ``Terminated`` if a SIGTERM was swallowed on its way."""
     if _TERMINATED.is_set():

@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 from models.weights import layouts
-from models.weights.sources import Convention, Source, find_layer, read
+from models.weights.sources import Convention, Source, find_layer, plain, read
 from trainer.registry import ConfigError
 
 __all__ = ["Convention", "initialise_backbone", "load_backbone_weights", "initialise_embedding_model", "preprocess_for_weights",
@@ -226,13 +226,13 @@ def copy_from_export(parsed: Source, target, part: str, required: bool = True) -
         if not required:
             _warn(f"backbone.weights={parsed.path} has no '{target.name}'; the {part} starts random")
             return
-        inner = [layer.name for layer in find_layer(parsed.model, "embedding").layers
-                 if hasattr(layer, "layers")] if find_layer(parsed.model, "embedding") is not None else []
+        embedding = find_layer(parsed.model, "embedding")
+        inner = [layer.name for layer in embedding.layers if hasattr(layer, "layers")] if embedding is not None else []
         raise ConfigError(f"backbone.weights={parsed.path} holds no {part} '{target.name}' "
                           f"(its parts: {', '.join(inner) or 'unknown'}); pick the same backbone")
     source_weights = found.get_weights()
-    shapes = [w.shape for w in source_weights], [tuple(w.shape) for w in target.weights]
-    if [tuple(s) for s in shapes[0]] != shapes[1]:
+    shapes = [tuple(w.shape) for w in source_weights], [tuple(w.shape) for w in target.weights]
+    if shapes[0] != shapes[1]:
         message = (f"backbone.weights={parsed.path}: its {part} '{target.name}' has other shapes than this "
                    "one (another width, image size or embedding size)")
         if required:
@@ -271,9 +271,9 @@ def preprocess_for_weights(backbone_node, preprocess_node):
         return preprocess_node
     _warn(f"backbone.weights={weights} expects {convention.describe()} but the preprocess config says "
           f"{current.describe()}; using the weights' convention (set preprocess.channel_order="
-          f"{convention.channel_order} preprocess.mean={_plain(convention.mean)} "
-          f"preprocess.std={_plain(convention.std)} to silence this)")
-    node.update(channel_order=convention.channel_order, mean=_plain(convention.mean), std=_plain(convention.std))
+          f"{convention.channel_order} preprocess.mean={plain(convention.mean)} "
+          f"preprocess.std={plain(convention.std)} to silence this)")
+    node.update(channel_order=convention.channel_order, mean=plain(convention.mean), std=plain(convention.std))
     return node
 
 
@@ -281,10 +281,6 @@ def _triple(value) -> tuple:
     values = [float(v) for v in value] if isinstance(value, (list, tuple)) or hasattr(value, "__len__") \
         else [float(value)]
     return tuple(values * 3 if len(values) == 1 else values)
-
-
-def _plain(values: tuple):
-    return values[0] if len(set(values)) == 1 else list(values)
 
 
 def _warn(message: str) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trainer.errors import first_line
 from trainer.registry import ConfigError
 
 TORCH_HINT = "reading a PyTorch state dict needs torch: pip install 'facetrain[torch]'"
@@ -48,9 +49,12 @@ class Convention:
     std: tuple = (127.5, 127.5, 127.5)
 
     def describe(self) -> str:
-        mean = self.mean[0] if len(set(self.mean)) == 1 else list(self.mean)
-        std = self.std[0] if len(set(self.std)) == 1 else list(self.std)
-        return f"{self.channel_order.upper()} (x - {mean}) / {std}"
+        return f"{self.channel_order.upper()} (x - {plain(self.mean)}) / {plain(self.std)}"
+
+
+def plain(values: tuple):
+    """One number when every channel has it, else the list (as a config writes it)."""
+    return values[0] if len(set(values)) == 1 else list(values)
 
 
 # insightface arcface_torch trains on RGB (mxnet's decoder; its inference script converts BGR to
@@ -96,9 +100,8 @@ def read_pytorch(path: str) -> Source:
         # weights_only: a state dict is tensors in containers; arbitrary pickled code is refused.
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"backbone.weights={path} is not a PyTorch state dict torch can load "
-                          f"safely: {first}") from None
+                          f"safely: {first_line(error)}") from None
     state = _state_dict_of(loaded, path)
     arrays = {_strip_wrappers(k): v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
     return Source(path, "pytorch", state_dict_units(arrays), INSIGHTFACE)
@@ -130,7 +133,7 @@ def state_dict_units(arrays: dict) -> list:
         modules.setdefault(module, {})[parameter] = value
     units = []
     for module, params in modules.items():
-        if "running_mean" in params:
+        if "running_mean" in params and "weight" in params and "bias" in params:  # affine BatchNorm
             units.append(Unit("bn", {"gamma": params["weight"], "beta": params["bias"],
                                      "mean": params["running_mean"], "var": params["running_var"]},
                               module))

@@ -223,7 +223,7 @@ class Checkpoint(TrainerCallback):
         states = random_states(model)
         if saved_states is not None and len(saved_states) == len(states):
             for variable, value in zip(states, saved_states):
-                variable.assign(np.asarray(value, keras.ops.convert_to_numpy(variable.value).dtype))
+                variable.assign(np.asarray(value, variable.dtype))
         print(f"resumed from {path} (epoch {self.initial_epoch + 1}, batch {self.initial_batch}, "
               f"step {self.restore_from.get('step')})", flush=True)
         self._last_saved_step = int(self.restore_from.get("step", 0))

@@ -92,8 +92,7 @@ def identity_order(labels, p: int, k: int, seed: int, epoch: int, steps_per_epoc
                 group.clear()
         if len(windows) == before:
             raise ConfigError(f"no identity has {k} images: loop.images_per_identity={k} is too many")
-    usable = needed - needed % p
-    return np.asarray([i for window in windows[:usable] for i in window], np.int64)
+    return np.asarray([i for window in windows[:needed] for i in window], np.int64)
 
 
 def _flatten_identities(images, labels):

@@ -278,9 +278,12 @@ class BinUnpickler(pickle.Unpickler):
                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
+    class Refused(pickle.UnpicklingError):
+        """A global outside ``ALLOWED``: told apart from pickle's own errors on foreign files."""
+
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a verification .bin holds "
+            raise self.Refused(f"refused to load {module}.{name}: a verification .bin holds "
                                          "only images (bytes) and booleans")
         return super().find_class(module, name)
 
@@ -296,7 +299,7 @@ def read_bin(path: str, image_size: int | None = None):
     with tf.io.gfile.GFile(str(path), "rb") as f:
         try:
             bins, issame = BinUnpickler(f, encoding="bytes").load()
-        except pickle.UnpicklingError as error:
+        except BinUnpickler.Refused as error:
             raise DataError(f"{path}: {error}") from None
         except Exception as error:  # pickle raises many types on foreign files
             raise DataError(f"{path} is not a verification .bin (pickle of images and issame): "

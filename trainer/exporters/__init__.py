@@ -53,9 +53,15 @@ def resolve_formats(formats) -> list[str]:
 
 
 def check_available(formats) -> None:
-    """Refuse before any work when an optional package a format needs is missing."""
+    """Refuse before any work when an optional package a format needs is missing, or when
+    the backend is not TensorFlow (SavedModel, TFLite and tf2onnx trace TensorFlow graphs)."""
     import importlib.util
 
+    import keras
+
+    if formats and keras.backend.backend() != "tensorflow":
+        raise ConfigError(f"export formats {', '.join(formats)} are written with the TensorFlow backend, "
+                          f"not {keras.backend.backend()}; unset KERAS_BACKEND for the export")
     missing = {}
     for name in formats:
         for module in REQUIRES.get(name, ()):

@@ -33,11 +33,6 @@ def export_and_check(model, export_dir: str, formats, images: np.ndarray, labels
 
     names = resolve_formats(formats)
     check_available(names)
-    import keras
-
-    if keras.backend.backend() != "tensorflow":  # SavedModel, TFLite and tf2onnx trace TensorFlow graphs
-        raise ConfigError(f"export formats are written with the TensorFlow backend, not "
-                          f"{keras.backend.backend()}; run python -m trainer.export without KERAS_BACKEND")
     if images is None or len(images) == 0:
         raise ConfigError("parity needs held-out images and the data set has none "
                           "(data.heldout_path=... or data.holdout=... adds them)")
