@@ -201,3 +201,26 @@ def test_the_command_writes_parity_json_and_strict_fails_on_a_missed_tolerance(t
     message, status = command_module.command([*args, "strict=true"])
     assert status == 1 and "onnx" in message
     assert command_module.command(args)[1] == 0  # not strict: reported, exit 0
+
+
+def test_one_format_name_on_the_command_line_is_read_whole_before_training(tmp_path):
+    """``run.export_formats=onnx`` is a string to Hydra; it must not be split into letters."""
+    import trainer
+    from trainer.registry import ConfigError
+
+    cfg = trainer.compose(["debug=smoke", "logger=none", "run.export_formats=onnxx", f"run.dir={tmp_path / 'r'}"])
+    with pytest.raises(ConfigError, match="unknown export format 'onnxx': did you mean 'onnx'"):
+        trainer.train(cfg)
+    assert not (tmp_path / "r" / "metrics.json").exists()  # refused before the run started
+
+
+def test_a_backend_other_than_tensorflow_is_refused_before_any_work(monkeypatch):
+    import keras
+
+    from trainer.exporters import check_available
+    from trainer.registry import ConfigError
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ConfigError, match="written with the TensorFlow backend, not jax"):
+        check_available(["savedmodel"])
+    check_available([])  # nothing to export: nothing to refuse

@@ -38,3 +38,11 @@ def test_insightface_style_bins_still_load(tmp_path, protocol):
     old_style.write_bytes(pickle.dumps((list(bins), np.array([True, False])), protocol=protocol))
     loaded, issame = read_bin(str(old_style))
     assert loaded.shape == (4, 8, 8, 3) and issame.tolist() == [True, False]
+
+
+def test_a_file_that_is_not_a_pickle_says_so(tmp_path):
+    """pickle's own errors on a foreign file are not reported as a refused global."""
+    path = tmp_path / "notes.bin"
+    path.write_text("hello, not a pickle\n")
+    with pytest.raises(DataError, match=r"is not a verification \.bin \(pickle of images and issame\)"):
+        read_bin(str(path))

@@ -254,3 +254,13 @@ def test_a_loss_scaled_step_updates_the_rows_as_the_unscaled_one():
         heads.append(head)
     plain, scaled = heads
     np.testing.assert_allclose(scaled.whole_centers(), plain.whole_centers(), rtol=1e-5, atol=1e-6)
+
+
+def test_mixup_with_the_head_is_refused_before_any_data_is_read():
+    from trainer.builders import build_loop
+    from trainer.job import augmentation
+
+    cfg = trainer.compose(["head=partial_fc", "loss=arcface", "augment=mixup", "debug=smoke"])
+    loop = build_loop(cfg, num_classes=10, image_size=32)
+    with pytest.raises(ConfigError, match="needs one label per image"):
+        loop.batch_needs(augmentation(cfg))

@@ -399,3 +399,10 @@ def test_iresnet50_state_dict_and_onnx_at_112(tmp_path):
 if __name__ == "__main__":  # offline, with torch: remake the golden ONNX file and its embeddings
     write_golden()
     print(f"wrote {GOLDEN}.onnx and {GOLDEN}.npz")
+
+
+def test_a_state_dict_with_an_affine_free_batchnorm_is_one_config_error():
+    from models.weights.sources import state_dict_units
+
+    with pytest.raises(ConfigError, match="is not a conv, BatchNorm, PReLU or linear layer"):
+        state_dict_units({"bn.running_mean": np.zeros(3), "bn.running_var": np.ones(3)})
