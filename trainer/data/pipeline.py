@@ -263,11 +263,3 @@ def materialise(dataset, batch_size: int = 512):
         return np.zeros((0, 1, 1, 3), np.uint8), np.zeros((0,), np.int32)
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
-
-def __getattr__(name):
-    # ``AUTOTUNE`` without importing TensorFlow at module level (array sources need no TF).
-    if name == "AUTOTUNE":
-        import tensorflow as tf
-
-        return tf.data.AUTOTUNE
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
