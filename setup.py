@@ -49,7 +49,7 @@ setup(
                 "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2.0"],
         "jax": ["jax>=0.4.30"],
         "sweep": ["optuna>=4"],
-        "pipeline": ["kfp>=2.17,<3"],  # Kubeflow Pipelines (python -m trainer.pipeline)
+        "pipeline": ["kfp>=2.17,<3"],  # Kubeflow Pipelines (python -m trainer.kubeflow)
         # SavedModel is TensorFlow's own; TFLite runs in LiteRT, ONNX in onnxruntime
         "export": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2.0"],
         "torch": ["torch>=2.4"],  # reading insightface's PyTorch state dicts (backbone.weights=*.pth)

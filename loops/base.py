@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
-from trainer.model_files import load_embedding_model as load_frozen_embedding_model  # noqa: F401 (loops' name)
+from trainer.export.model_files import load_embedding_model as load_frozen_embedding_model  # noqa: F401 (loops' name)
 # Public here: a loop that adds a loss term of its own scales it per replica with this.
 from trainer.keras_private import scale_loss_for_distribution  # noqa: F401
 from trainer.normalize import l2_normalize as normalize

@@ -8,7 +8,14 @@ The public API (the command line is built on it)::
     metrics = trainer.train(cfg)
 """
 
+import os as _os
+
 from trainer.registry import ConfigError, build, registry
+
+# The commands live in trainer/commands/ (the core never imports them), yet users type
+# ``python -m trainer.evaluate``: searching that folder too maps ``trainer.<command>`` to
+# ``trainer/commands/<command>.py``. Code imports a command as ``trainer.commands.<command>``.
+__path__.append(_os.path.join(_os.path.dirname(__file__), "commands"))
 
 __all__ = ["ConfigError", "build", "compose", "registry", "train"]
 

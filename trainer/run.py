@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> dict:
 
     validate(cfg)  # names and keys of every component, before any data is read
     if cfg.run.get("export_formats"):  # an unknown format or a missing optional package: before training
-        from trainer.exporters import check_available, resolve_formats
+        from trainer.export import check_available, resolve_formats
 
         check_available(resolve_formats(cfg.run.export_formats))  # a name or a list of names
     resume = resume_mode(cfg)
@@ -261,7 +261,7 @@ def _check_final_model(job: Job) -> None:
 
 def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport",
                          loggers: "records.Loggers") -> None:
-    from trainer.model_files import export_embedding_model, exportable
+    from trainer.export.model_files import export_embedding_model, exportable
 
     if job.evaluator is not None:
         results = job.evaluator.evaluate(job.loop.embedding_model, job.source)
@@ -284,7 +284,7 @@ def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "recor
         report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
         formats = cfg.run.get("export_formats") or []  # a name or a list: export_formats resolves both
         if formats and job.runtime.is_chief:  # SavedModel / TFLite / ONNX, each checked: export/parity.json
-            from trainer.export import export_formats
+            from trainer.export.deploy import export_formats
 
             parity = export_formats(model, os.path.dirname(path), formats, job.source, cfg.get("eval"),
                                     source_path=path)

@@ -261,7 +261,7 @@ def _onnx_convention(graph, constants) -> Convention:
 # -- our own exports ----------------------------------------------------------------------------
 
 def read_keras(path: str) -> Source:
-    from trainer.model_files import load_embedding_model
+    from trainer.export.model_files import load_embedding_model
 
     model = load_embedding_model(path, "backbone.weights")
     return Source(path, "keras", [], keras_convention(model), model)

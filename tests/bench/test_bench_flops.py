@@ -2,7 +2,7 @@
 
 import keras
 
-from trainer.bench.flops import flops_summary, forward_macs_per_image
+from trainer.commands.bench.flops import flops_summary, forward_macs_per_image
 
 
 def test_conv_dense_macs_match_hand_count():
@@ -18,7 +18,7 @@ def test_conv_dense_macs_match_hand_count():
 
 
 def test_einsum_counts_every_index_once():
-    from trainer.bench.flops import _einsum_macs
+    from trainer.commands.bench.flops import _einsum_macs
 
     assert _einsum_macs("btd,de->bte", [[2, 5, 4], [4, 3]]) == 2 * 5 * 4 * 3
 

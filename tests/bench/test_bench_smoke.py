@@ -59,7 +59,7 @@ def test_bench_config_composes_with_trainer_overrides():
 
 
 def test_bench_config_mistake_is_one_line(capsys):
-    from trainer.bench.__main__ import main
+    from trainer.commands.bench.__main__ import main
 
     assert main(["bench.windowz=3"]) == 2
     error = capsys.readouterr().err.strip().splitlines()

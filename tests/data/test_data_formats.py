@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.data import recordio
+from trainer.data.formats import recordio
 from trainer.data.errors import DataError
 from trainer.registry import DATASETS
 
@@ -173,7 +173,7 @@ def test_folder_labels_follow_sorted_identity_names_and_families(tmp_path):
 
 @pytest.mark.parametrize("origin", ["folder", "recordio"])
 def test_converter_writes_shards_that_read_back_identically(tmp_path, origin):
-    from trainer.data.convert import main
+    from trainer.commands.data.convert import main
 
     examples = make_images(classes=3, per_class=3)
     source_path = (write_folder(tmp_path / "in", examples) if origin == "folder"

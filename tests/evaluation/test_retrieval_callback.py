@@ -59,7 +59,7 @@ def test_callback_reports_the_metrics_of_its_embeddings(tmp_path, with_gallery):
     history = json.loads((tmp_path / "run" / "retrieval.json").read_text())
     assert [h["step"] for h in history] == [2, 3]  # every 2 steps, and at the end
 
-    from trainer.evaluate import identity_folder
+    from trainer.evaluation.suite import identity_folder
 
     names, query_images, query_labels = identity_folder(queries, 12)
     if with_gallery:

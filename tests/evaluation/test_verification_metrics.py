@@ -187,7 +187,7 @@ def test_a_bin_with_too_few_pairs_names_the_file(tmp_path):
 
 
 def test_evaluate_command_prints_one_error_line_for_a_small_bin(tmp_path, capsys):
-    from trainer import evaluate
+    from trainer.commands import evaluate
 
     rng = np.random.default_rng(4)
     a, b = (rng.integers(0, 256, (4, 8, 8, 3)).astype(np.uint8) for _ in range(2))

@@ -16,7 +16,7 @@ import pytest
 
 import trainer
 from trainer.builders import build_embedding_model
-from trainer.model_files import exportable
+from trainer.export.model_files import exportable
 from trainer.registry import ConfigError
 
 SIZE = 24
@@ -44,7 +44,7 @@ def heldout(identities=12, per_identity=4, seed=0):
 def exported(tmp_path_factory):
     for package in ("tf2onnx", "onnxruntime"):  # the [export] extra; CI may run without it
         pytest.importorskip(package)
-    from trainer.exporters.run import export_and_check
+    from trainer.export.deploy import export_and_check
 
     folder = tmp_path_factory.mktemp("export")
     images, labels = heldout()
@@ -94,7 +94,7 @@ def test_savedmodel_serves_float_and_uint8_pixels_with_a_free_batch(exported):
 
 
 def test_int8_tflite_is_full_integer_with_uint8_pixels_in(exported):
-    from trainer.exporters.runtimes import tflite_interpreter_class
+    from trainer.export.runtimes import tflite_interpreter_class
 
     _, folder, _, _ = exported
     interpreter_class, _ = tflite_interpreter_class()
@@ -122,7 +122,7 @@ def test_the_onnx_file_names_its_input_and_output_and_takes_any_batch(exported):
 
 
 def test_a_format_outside_its_tolerance_is_failed_with_its_numbers():
-    from trainer.exporters import parity
+    from trainer.export import parity
 
     failures = parity.judge("onnx", {"min_cosine": 0.9991, "accuracy": 0.951}, 0.9563)
     assert len(failures) == 2 and "0.9991000 < 0.99999" in failures[0] and "0.0053" in failures[1]
@@ -139,7 +139,7 @@ def test_a_format_outside_its_tolerance_is_failed_with_its_numbers():
 
 
 def test_agreement_is_measured_against_a_naive_loop():
-    from trainer.exporters.parity import agreement
+    from trainer.export.parity import agreement
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
@@ -152,7 +152,7 @@ def test_agreement_is_measured_against_a_naive_loop():
 def test_formats_are_checked_before_any_work(monkeypatch):
     import importlib.util
 
-    from trainer.exporters import check_available, resolve_formats
+    from trainer.export import check_available, resolve_formats
 
     assert resolve_formats(["tflite"]) == ["tflite_float32", "tflite_float16", "tflite_int8"]
     assert resolve_formats("[onnx,savedmodel]") == ["savedmodel", "onnx"]
@@ -183,8 +183,8 @@ def test_the_command_answers_help_and_refuses_mistakes_in_one_line(tmp_path):
 def test_the_command_writes_parity_json_and_strict_fails_on_a_missed_tolerance(tmp_path, monkeypatch):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
-    from trainer import export as command_module
-    from trainer.exporters import parity
+    from trainer.commands import export as command_module
+    from trainer.export import parity
 
     run_dir = tmp_path / "runs" / "r"
     path = run_dir / "export" / "embedding.keras"
@@ -217,7 +217,7 @@ def test_one_format_name_on_the_command_line_is_read_whole_before_training(tmp_p
 def test_a_backend_other_than_tensorflow_is_refused_before_any_work(monkeypatch):
     import keras
 
-    from trainer.exporters import check_available
+    from trainer.export import check_available
     from trainer.registry import ConfigError
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")

@@ -107,7 +107,7 @@ def test_registered_components_are_unaffected():
 def test_model_files_with_code_are_refused_and_say_why(tmp_path, marker):
     import keras
 
-    from trainer.model_files import load_embedding_model
+    from trainer.export.model_files import load_embedding_model
 
     images = keras.Input((4, 4, 3))
     # The Lambda's code would write the marker if it ever ran.

@@ -36,7 +36,7 @@ def embedding_model(seed):
 
 
 def exported(path, seed):
-    from trainer.model_files import exportable
+    from trainer.export.model_files import exportable
 
     exportable(embedding_model(seed)).save(path)
     return path

@@ -315,7 +315,7 @@ def test_an_onnx_file_that_normalises_its_input_sets_that_convention(tmp_path):
 
 
 def test_our_own_export_initialises_backbone_and_neck(tmp_path):
-    from trainer.model_files import exportable
+    from trainer.export.model_files import exportable
 
     size = 32
     node = {**SMALL_IRESNET}
@@ -333,7 +333,7 @@ def test_our_own_export_initialises_backbone_and_neck(tmp_path):
 
 
 def test_an_export_of_another_backbone_is_refused_in_one_line(tmp_path):
-    from trainer.model_files import exportable
+    from trainer.export.model_files import exportable
 
     size = 32
     source = embedding_model({"name": "tiny"}, {"name": "gap", "embedding_dim": 8}, size)

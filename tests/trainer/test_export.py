@@ -11,7 +11,7 @@ import pytest
 
 import trainer
 from trainer.builders import build_embedding_model
-from trainer.model_files import export_embedding_model, exportable, load_embedding_model
+from trainer.export.model_files import export_embedding_model, exportable, load_embedding_model
 from trainer.registry import ConfigError
 
 SIZE = 32

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import trainer
-from trainer import gate
+from trainer.commands import gate
 
 SMOKE = ["debug=smoke", "logger=none", "callbacks=none", "neck.embedding_dim=32"]
 
@@ -15,7 +15,7 @@ SMOKE = ["debug=smoke", "logger=none", "callbacks=none", "neck.embedding_dim=32"
 def models(tmp_path_factory):
     """(trained a few steps, untrained) exported embedding models of the same architecture."""
     from trainer.builders import build_embedding_model
-    from trainer.model_files import export_embedding_model, exportable
+    from trainer.export.model_files import export_embedding_model, exportable
     from trainer.run import train
 
     root = tmp_path_factory.mktemp("gate_models")

@@ -118,7 +118,7 @@ def test_default_job_from_the_wheel_meets_the_readme(fresh_python, tmp_path):
     assert logged["final/heldout/accuracy"] == pytest.approx(final, abs=1e-9)
 
     # The README's evaluation step on the export, with a .bin of the held-out people.
-    made = run(python, tmp_path, "-m", "trainer.tools.make_bin", "output=heldout.bin")
+    made = run(python, tmp_path, "-m", "trainer.commands.tools.make_bin", "output=heldout.bin")
     assert made.returncode == 0, made.stderr[-2000:]
     evaluated = run(python, tmp_path, "-m", "trainer.evaluate",
                     "model_path=runs/default/export/embedding.keras", "bin_files=[heldout.bin]")

@@ -8,7 +8,7 @@ import pytest
 
 from trainer.evaluation.cross_model import cross_model_verification
 from trainer.registry import ConfigError
-from trainer.tools import cross_model as tool
+from trainer.commands.tools import cross_model as tool
 
 
 def identity_images(identities=20, per_identity=6, seed=0):
@@ -68,7 +68,7 @@ def test_a_missing_model_file_is_one_error_line(tmp_path, capsys):
 
 def test_two_exports_on_in_memory_data(tmp_path, capsys):
     """The tool end to end: two exported 32x32 models, the held-out identities of data=memory."""
-    from trainer.model_files import exportable
+    from trainer.export.model_files import exportable
 
     paths = []
     for seed in (0, 1):

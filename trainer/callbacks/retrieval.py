@@ -65,7 +65,7 @@ class RetrievalCallback(keras.callbacks.Callback):
     # -- work ----------------------------------------------------------------------------
     def load_sets(self, size: int):
         """(query images, labels, gallery images or None, gallery labels or None)."""
-        from trainer.evaluate import identity_folder
+        from trainer.evaluation.suite import identity_folder
 
         if not self.folder:
             return (*self._heldout(), None, None)

@@ -100,7 +100,7 @@ class VerificationCallback(keras.callbacks.Callback):
         return results
 
     def _save_best(self, step: int, score: float, results: dict) -> None:
-        from trainer.model_files import exportable
+        from trainer.export.model_files import exportable
 
         save_file(self.best_path, exportable(self.model.embedding_model).save)
         write_json(os.path.join(os.path.dirname(self.best_path), "best.json"),

@@ -118,7 +118,7 @@ USAGE = ("usage: python -m trainer.evaluation.ijb_synthetic root=<dir> [subjects
 
 
 def main(argv=None) -> int:
-    from trainer.cli import run_command, split_arguments, start_command
+    from trainer.commands.cli import run_command, split_arguments, start_command
 
     argv = sys.argv[1:] if argv is None else argv
     if start_command(argv, __doc__):

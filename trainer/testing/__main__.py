@@ -31,7 +31,7 @@ def parse(argv):
 
 
 def main(argv=None):
-    from trainer.cli import start_command
+    from trainer.commands.cli import start_command
 
     argv = sys.argv[1:] if argv is None else argv
     if start_command(argv, __doc__):

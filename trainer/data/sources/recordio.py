@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from trainer.data import recordio
+from trainer.data.formats import recordio
 from trainer.data.errors import DataError
 from trainer.data.sources.encoded import EncodedImageSource, require_path
 from trainer.registry import DATASETS

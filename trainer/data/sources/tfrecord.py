@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from trainer.data import tfrecord
+from trainer.data.formats import tfrecord
 from trainer.data.errors import DataError
 from trainer.data.sources.encoded import EncodedImageSource, require_path
 from trainer.registry import DATASETS

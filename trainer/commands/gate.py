@@ -60,7 +60,7 @@ def gate_config(name: str = "default", overrides=()) -> dict:
 
 def parse(argv) -> tuple[dict, list[str], list[str]]:
     """(own options, ``gate.<key>=value`` overrides without the prefix, data overrides)."""
-    from trainer.cli import split_arguments
+    from trainer.commands.cli import split_arguments
     from trainer.registry import ConfigError
 
     def passed_on(key: str) -> bool:
@@ -162,7 +162,7 @@ def checks(measured: dict, config: dict) -> list[dict]:
 def decide(new_path: str, old_path: str, config: dict, data_overrides=(), output: str | None = None) -> dict:
     """Measure, check, write ``gate.json`` and ``gate.html``; returns the report."""
     from trainer.io import write_json, write_text
-    from trainer.model_files import load_embedding_model
+    from trainer.export.model_files import load_embedding_model
 
     new_model = load_embedding_model(new_path, "new_model")
     old_model = load_embedding_model(old_path, "old_model")
@@ -243,7 +243,7 @@ def summary(report: dict) -> str:
 
 def main(argv=None) -> int:
     """Exit status 0: release, 1: hold, 2: a mistake in the command."""
-    from trainer.cli import run_command
+    from trainer.commands.cli import run_command
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):

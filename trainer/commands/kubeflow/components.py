@@ -2,7 +2,7 @@
 
 Each function body is copied into the compiled pipeline and runs in the image named by
 ``image`` (see the Dockerfile), where this package is installed; so the bodies only hand
-their artifacts to ``trainer.pipeline.steps``, which runs the package's commands.
+their artifacts to ``trainer.commands.kubeflow.steps``, which runs the package's commands.
 Lightweight rather than container components because kfp's local SubprocessRunner runs
 only lightweight ones; ``install_kfp_package=False`` because the image already has kfp
 (the ``pipeline`` extra), so no step installs anything at run time.
@@ -20,7 +20,7 @@ DEFAULT_IMAGE = "facetrain:0.1.0"
 
 def prepare_data(overrides: List[str], dataset: Output[Dataset]):
     """Generate (synthetic) or read and count the training data; later steps read the same data."""
-    from trainer.pipeline import steps
+    from trainer.commands.kubeflow import steps
 
     steps.prepare_step(overrides, dataset)
 
@@ -28,7 +28,7 @@ def prepare_data(overrides: List[str], dataset: Output[Dataset]):
 def train(overrides: List[str], dataset: Input[Dataset], model: Output[Model], run_dir: Output[Artifact],
           metrics: Output[Metrics]):
     """python -m trainer with the overrides; the run folder, the exported model and its metrics."""
-    from trainer.pipeline import steps
+    from trainer.commands.kubeflow import steps
 
     steps.train_step(overrides, dataset, model, run_dir, metrics)
 
@@ -36,7 +36,7 @@ def train(overrides: List[str], dataset: Input[Dataset], model: Output[Model], r
 def evaluate(options: List[str], dataset: Input[Dataset], model: Input[Model], evaluation: Output[Artifact],
              metrics: Output[Metrics], summary: Output[HTML]):
     """python -m trainer.evaluate on the trained model (albums by default)."""
-    from trainer.pipeline import steps
+    from trainer.commands.kubeflow import steps
 
     steps.evaluate_step(options, dataset, model, evaluation, metrics, summary)
 
@@ -46,14 +46,14 @@ def evaluate(options: List[str], dataset: Input[Dataset], model: Input[Model], e
 def gate(production_model: str, gate_overrides: List[str], dataset: Input[Dataset], model: Input[Model],
          report: Output[Artifact], metrics: Output[Metrics], summary: Output[HTML]) -> str:
     """python -m trainer.gate against the production model: "release" or "hold"."""
-    from trainer.pipeline import steps
+    from trainer.commands.kubeflow import steps
 
     return steps.gate_step(production_model, gate_overrides, dataset, model, report, metrics, summary)
 
 
 def export(release_dir: str, model: Input[Model], report: Input[Artifact], released: Output[Model]):
     """Publish the released model with its gate report (and into release_dir when given)."""
-    from trainer.pipeline import steps
+    from trainer.commands.kubeflow import steps
 
     steps.export_step(release_dir, model, report, released)
 

@@ -11,7 +11,7 @@ __all__ = ["run_bench"]
 def __getattr__(name):
     # Lazy: ``python -m trainer.bench --help`` answers without importing TensorFlow.
     if name == "run_bench":
-        from trainer.bench.measure import run_bench
+        from trainer.commands.bench.measure import run_bench
 
         return run_bench
     raise AttributeError(f"module 'trainer.bench' has no attribute {name!r}")

@@ -8,14 +8,14 @@ import types
 
 import pytest
 
-from trainer.pipeline import steps
+from trainer.commands.kubeflow import steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = ["debug=smoke", "logger=none", "callbacks=none"]
 
 
 def main(argv):
-    from trainer.pipeline.__main__ import main as pipeline_main
+    from trainer.commands.kubeflow.__main__ import main as pipeline_main
 
     return pipeline_main(argv)
 
@@ -35,7 +35,7 @@ class FakeArtifact:
 def test_help_prints_usage_and_exits_0(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "python -m trainer.pipeline compile" in out and "run --local" in out and "production_model" in out
+    assert "python -m trainer.kubeflow compile" in out and "run --local" in out and "production_model" in out
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -76,7 +76,7 @@ def test_compiled_pipeline_runs_the_package_commands_in_the_image_and_exports_on
         assert container["image"] == "registry.example/facetrain:1.2"
         code = " ".join(container["command"] + container.get("args", []))
         assert "pip install" not in code  # the image has the package and kfp
-        assert "from trainer.pipeline import steps" in code
+        assert "from trainer.commands.kubeflow import steps" in code
     root = spec["root"]
     inputs = root["inputDefinitions"]["parameters"]
     # The command line's choices are the defaults of parameters a run may change.
@@ -166,7 +166,7 @@ def test_vertex_job_spec_for_a_preemptible_tpu_training_step(tmp_path, capsys):
     # Preemptible: Spot capacity, and a reclaimed VM restarts the job, which resumes from run.dir.
     assert spec["scheduling"] == {"strategy": "SPOT", "restartJobOnWorkerRestart": True, "timeout": "43200s"}
 
-    from trainer.pipeline import vertex
+    from trainer.commands.kubeflow import vertex
     from trainer.registry import ConfigError
 
     job = vertex.custom_job("r50", vertex.job_spec("img", "gs://b/r", ["loss=cosface"]))
@@ -194,7 +194,7 @@ def test_images_install_the_package_with_its_pipeline_extra():
     # Nothing pip needs to build the package is left out of the build context.
     patterns = [line.strip() for line in open(os.path.join(REPO, ".dockerignore"))
                 if line.strip() and not line.startswith("#")]
-    for needed in ("setup.py", "README.md", "trainer/pipeline/steps.py", "conf/config.yaml",
+    for needed in ("setup.py", "README.md", "trainer/commands/kubeflow/steps.py", "conf/config.yaml",
                    "conf/gate/default.yaml", "hydra_plugins/facetrain_sweeper/__init__.py"):
         parts = needed.split("/")
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
@@ -209,7 +209,7 @@ def untrained_model(tmp_path):
     model whose albums the trained one cannot keep."""
     import trainer
     from trainer.builders import build_embedding_model
-    from trainer.model_files import export_embedding_model, exportable
+    from trainer.export.model_files import export_embedding_model, exportable
 
     cfg = trainer.compose([*SMOKE, f"run.dir={tmp_path / 'untrained'}"])
     return export_embedding_model(exportable(build_embedding_model(cfg, 32)), str(tmp_path / "untrained"))

@@ -1,12 +1,12 @@
 """Kubeflow Pipelines (kfp v2) for the model-update loop: prepare data → train → evaluate →
 release gate against the production model → export if the gate says release.
 
-    python -m trainer.pipeline compile [output=pipeline.yaml] [image=facetrain:0.1.0] [overrides...]
-    python -m trainer.pipeline run --local [pipeline_root=local_outputs] [cache=true] [overrides...]
-    python -m trainer.pipeline run --local debug=smoke logger=none callbacks=none   # a quick end-to-end try
-    python -m trainer.pipeline vertex-job output=job.json image=<registry>/facetrain-tpu:0.1.0 \\
+    python -m trainer.kubeflow compile [output=pipeline.yaml] [image=facetrain:0.1.0] [overrides...]
+    python -m trainer.kubeflow run --local [pipeline_root=local_outputs] [cache=true] [overrides...]
+    python -m trainer.kubeflow run --local debug=smoke logger=none callbacks=none   # a quick end-to-end try
+    python -m trainer.kubeflow vertex-job output=job.json image=<registry>/facetrain-tpu:0.1.0 \\
         run_dir=gs://bucket/runs/r50 [machine_type=ct5lp-hightpu-4t] [overrides...]
-    python -m trainer.pipeline prepare output=<dir> [overrides...]      # the pipeline's first step
+    python -m trainer.kubeflow prepare output=<dir> [overrides...]      # the pipeline's first step
 
 Options of compile and run (everything else is a training override, as for ``python -m trainer``):
   production_model=<embedding.keras or a folder holding one>   the model the gate compares with;

@@ -1,4 +1,4 @@
-"""``python -m trainer.pipeline compile|run --local|vertex-job|prepare ...`` (see trainer/pipeline/__init__.py)."""
+"""``python -m trainer.kubeflow compile|run --local|vertex-job|prepare ...`` (see trainer/commands/kubeflow/__init__.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 import re
 import sys
 
-import trainer.pipeline as package
+import trainer.commands.kubeflow as package
 
-USAGE = ("usage: python -m trainer.pipeline compile [output=pipeline.yaml] [options] [overrides...] | "
+USAGE = ("usage: python -m trainer.kubeflow compile [output=pipeline.yaml] [options] [overrides...] | "
          "run --local [pipeline_root=local_outputs] [options] [overrides...] | "
          "vertex-job output=job.json image=... run_dir=gs://... [overrides...] | "
          "prepare output=<dir> [overrides...]  (--help for all options)")
@@ -27,11 +27,11 @@ def _is_training_override(key: str) -> bool:
 
 def pipeline_arguments(argv, extra_options=()) -> tuple[dict, dict]:
     """(the command's own options, the pipeline's arguments), every part checked before any work."""
-    from trainer.cli import split_arguments
+    from trainer.commands.cli import split_arguments
     from trainer.config import compose
-    from trainer.evaluate import parse as parse_evaluate
-    from trainer.gate import gate_config
-    from trainer.pipeline.steps import DEFAULT_EVALUATE_OPTIONS, check_training_overrides
+    from trainer.commands.evaluate import parse as parse_evaluate
+    from trainer.commands.gate import gate_config
+    from trainer.commands.kubeflow.steps import DEFAULT_EVALUATE_OPTIONS, check_training_overrides
     from trainer.registry import ConfigError
 
     options = (*extra_options, *PIPELINE_OPTIONS)
@@ -73,7 +73,7 @@ def require_kfp() -> None:
 def compile_command(argv) -> str:
     own, arguments = pipeline_arguments(argv, ("output",))
     require_kfp()
-    from trainer.pipeline.definition import compile_pipeline
+    from trainer.commands.kubeflow.definition import compile_pipeline
 
     output = compile_pipeline(own.get("output") or "pipeline.yaml", **arguments)
     return f"pipeline written: {output} (image {arguments.get('image') or 'facetrain:0.1.0'})"
@@ -84,11 +84,11 @@ def run_command_local(argv, result: dict) -> str:
 
     if "--local" not in argv:
         raise ConfigError("only run --local runs here (kfp's local runner); submit the compiled pipeline "
-                          "(python -m trainer.pipeline compile) to Kubeflow Pipelines or Vertex AI Pipelines")
+                          "(python -m trainer.kubeflow compile) to Kubeflow Pipelines or Vertex AI Pipelines")
     own, arguments = pipeline_arguments([a for a in argv if a != "--local"], ("pipeline_root", "cache"))
     production = arguments["production_model"]
     if production and "://" not in production:
-        from trainer.pipeline.steps import model_file
+        from trainer.commands.kubeflow.steps import model_file
 
         if not os.path.exists(model_file(production)):
             raise ConfigError(f"production_model={production}: {model_file(production)} does not exist; "
@@ -98,7 +98,7 @@ def run_command_local(argv, result: dict) -> str:
     if cache not in ("true", "false"):
         raise ConfigError(f"cache={own.get('cache')}: true or false")
     require_kfp()
-    from trainer.pipeline.definition import run_local
+    from trainer.commands.kubeflow.definition import run_local
 
     try:
         result.update(run_local(pipeline_root=own.get("pipeline_root") or "local_outputs",
@@ -116,9 +116,9 @@ def run_command_local(argv, result: dict) -> str:
 
 def vertex_command(argv) -> str:
     from trainer.io import write_json
-    from trainer.cli import split_arguments
+    from trainer.commands.cli import split_arguments
     from trainer.config import compose
-    from trainer.pipeline import vertex
+    from trainer.commands.kubeflow import vertex
 
     own, overrides = split_arguments(argv, VERTEX_OPTIONS, USAGE, lambda key: True)
     compose(["runtime=tpu", *overrides])
@@ -135,8 +135,8 @@ def vertex_command(argv) -> str:
 
 
 def prepare_command(argv) -> str:
-    from trainer.cli import split_arguments
-    from trainer.pipeline.steps import prepare
+    from trainer.commands.cli import split_arguments
+    from trainer.commands.kubeflow.steps import prepare
     from trainer.registry import ConfigError
 
     own, overrides = split_arguments(argv, ("output",), USAGE, lambda key: True)
@@ -149,7 +149,7 @@ def prepare_command(argv) -> str:
 
 
 def main(argv=None) -> int:
-    from trainer.cli import run_command, start_command
+    from trainer.commands.cli import run_command, start_command
     from trainer.registry import ConfigError, did_you_mean
 
     argv = sys.argv[1:] if argv is None else list(argv)

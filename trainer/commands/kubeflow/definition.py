@@ -9,8 +9,8 @@ from typing import List, NamedTuple
 
 from kfp import compiler, dsl
 
-from trainer.pipeline.components import DEFAULT_IMAGE, build
-from trainer.pipeline.steps import DEFAULT_EVALUATE_OPTIONS
+from trainer.commands.kubeflow.components import DEFAULT_IMAGE, build
+from trainer.commands.kubeflow.steps import DEFAULT_EVALUATE_OPTIONS
 
 NAME = "facetrain"
 

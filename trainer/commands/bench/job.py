@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 
-from trainer.bench.memory import gib
+from trainer.commands.bench.memory import gib
 
 
 def measure_job(overrides: list[str], timeout: float = 3600) -> dict:

@@ -13,9 +13,10 @@ import tempfile
 
 import numpy as np
 
-from trainer.exporters import check_available, resolve_formats
-from trainer.exporters import formats as writers
-from trainer.exporters import parity, runtimes
+from trainer.export import check_available, resolve_formats
+from trainer.export import formats as writers
+from trainer.export import parity, runtimes
+from trainer.registry import ConfigError
 
 PARITY_FILE = "parity.json"
 
@@ -115,3 +116,35 @@ def _upload(local: str, remote: str) -> None:
         tf.io.gfile.makedirs(target)
         for name in files:
             tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
+
+
+def export_formats(model, export_dir: str, formats, source, eval_node=None,
+                   source_path: str | None = None, **options) -> dict:
+    """Write ``formats`` of ``model`` into ``export_dir`` and check them on ``source``'s held-out images.
+
+    What training calls for ``run.export_formats``; returns the parity report
+    (``export_dir/parity.json``) and prints its table.
+    """
+    from trainer.data.pipeline import materialise
+    from trainer.export.parity import table
+    from trainer.export.deploy import export_and_check
+
+    heldout = source.heldout()
+    if heldout is None:
+        why = getattr(source, "heldout_unavailable", None) or "the data set has no held-out identities"
+        raise ConfigError(f"export formats need held-out images to check against: {why} "
+                          "(data.heldout_path=... adds them)")
+    images, labels = materialise(heldout)
+    settings = _evaluation_settings(eval_node)
+    settings.update({k: v for k, v in options.items() if v is not None})
+    report = export_and_check(model, export_dir, formats, images, labels, source_path=source_path,
+                              **settings)
+    print(table(report), flush=True)
+    return report
+
+
+def _evaluation_settings(eval_node) -> dict:
+    """Pairs, seed and folds of the run's held-out evaluation, so parity uses the same pairs."""
+    node = dict(eval_node or {})
+    return {"pairs": int(node.get("pairs", 3000)), "seed": int(node.get("seed", 0)),
+            "folds": int(node.get("folds", 10))}

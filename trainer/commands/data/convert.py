@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from trainer.data import tfrecord
+from trainer.data.formats import tfrecord
 from trainer.data.errors import DataError
 
 USAGE = ("usage: python -m trainer.data.convert input=<folder or recordio dir> output=<dir> "
@@ -57,7 +57,7 @@ def convert(input, output, format=None, shards=8, heldout_input=None, on_corrupt
 
 
 def main(argv=None) -> int:
-    from trainer.cli import run_command, split_arguments, start_command
+    from trainer.commands.cli import run_command, split_arguments, start_command
 
     argv = sys.argv[1:] if argv is None else argv
     if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):

@@ -1,6 +1,6 @@
 """The Vertex AI CustomJob spec for a preemptible (Spot) TPU training step, as plain JSON.
 
-    python -m trainer.pipeline vertex-job output=job.json image=<registry>/facetrain-tpu:0.1.0 \\
+    python -m trainer.kubeflow vertex-job output=job.json image=<registry>/facetrain-tpu:0.1.0 \\
         run_dir=gs://bucket/runs/r50 machine_type=ct5lp-hightpu-4t backbone=iresnet50 ...
     gcloud ai custom-jobs create --region=us-central1 --display-name=r50 --config=job.json
 
@@ -36,7 +36,7 @@ def job_spec(image: str, run_dir: str, overrides: Sequence[str] = (), machine_ty
              tpu_topology: str | None = None, strategy: str = "SPOT", timeout_hours: float = 72,
              boot_disk_gb: int = 100, env: dict | None = None) -> dict:
     """The CustomJob ``jobSpec``: one TPU worker running ``python -m trainer runtime=tpu ...``."""
-    from trainer.pipeline.steps import check_training_overrides, override_key, quote
+    from trainer.commands.kubeflow.steps import check_training_overrides, override_key, quote
 
     if not image:
         raise ConfigError("image= is required: the TPU image pushed to a registry Vertex AI can read, "

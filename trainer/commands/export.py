@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import sys
 
-import keras
 
 from trainer.registry import ConfigError
 
@@ -47,38 +46,6 @@ USAGE = ("usage: python -m trainer.export model_path=<embedding.keras> [formats=
          "[latency=true] [data=<source> data.<key>=...]")
 OPTIONS = ("model_path", "formats", "output", "strict", "pairs", "seed", "folds", "calibration", "latency")
 DEFAULT_FORMATS = ("savedmodel", "tflite", "onnx")
-
-
-def export_formats(model: keras.Model, export_dir: str, formats, source, eval_node=None,
-                   source_path: str | None = None, **options) -> dict:
-    """Write ``formats`` of ``model`` into ``export_dir`` and check them on ``source``'s held-out images.
-
-    What training calls for ``run.export_formats``; returns the parity report
-    (``export_dir/parity.json``) and prints its table.
-    """
-    from trainer.data.pipeline import materialise
-    from trainer.exporters.parity import table
-    from trainer.exporters.run import export_and_check
-
-    heldout = source.heldout()
-    if heldout is None:
-        why = getattr(source, "heldout_unavailable", None) or "the data set has no held-out identities"
-        raise ConfigError(f"export formats need held-out images to check against: {why} "
-                          "(data.heldout_path=... adds them)")
-    images, labels = materialise(heldout)
-    settings = _evaluation_settings(eval_node)
-    settings.update({k: v for k, v in options.items() if v is not None})
-    report = export_and_check(model, export_dir, formats, images, labels, source_path=source_path,
-                              **settings)
-    print(table(report), flush=True)
-    return report
-
-
-def _evaluation_settings(eval_node) -> dict:
-    """Pairs, seed and folds of the run's held-out evaluation, so parity uses the same pairs."""
-    node = dict(eval_node or {})
-    return {"pairs": int(node.get("pairs", 3000)), "seed": int(node.get("seed", 0)),
-            "folds": int(node.get("folds", 10))}
 
 
 def _run_config(model_path: str):
@@ -130,8 +97,9 @@ def _integer(value, key: str) -> int:
 
 def command(argv) -> tuple[str, int]:
     """The command's body: (the table and where the report is, exit status)."""
-    from trainer.cli import split_arguments
-    from trainer.exporters import check_available, resolve_formats
+    from trainer.commands.cli import split_arguments
+    from trainer.export import check_available, resolve_formats
+    from trainer.export.deploy import export_formats
 
     own, data_overrides = split_arguments(
         argv, OPTIONS, USAGE, pass_through=lambda key: key == "data" or key.startswith("data."))
@@ -140,7 +108,7 @@ def command(argv) -> tuple[str, int]:
         raise ConfigError(f"formats= names no format; {USAGE}")
     check_available(names)  # a missing optional package fails before the model is read
     model_path = own.get("model_path")
-    from trainer.model_files import load_embedding_model
+    from trainer.export.model_files import load_embedding_model
 
     model = load_embedding_model(model_path, "model_path")
     size = int(model.input_shape[1])
@@ -161,7 +129,7 @@ def command(argv) -> tuple[str, int]:
 
 
 def main(argv=None) -> int:
-    from trainer.cli import run_command, start_command
+    from trainer.commands.cli import run_command, start_command
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):

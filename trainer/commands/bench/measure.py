@@ -26,10 +26,10 @@ import time
 import keras
 import numpy as np
 
-from trainer.bench import flops as flops_module
-from trainer.bench.interleave import Interleaver, Runner
-from trainer.bench.memory import gib, peak_device_bytes, peak_host_bytes
-from trainer.bench.timing import Windows, paired_ratio, steps_windows
+from trainer.commands.bench import flops as flops_module
+from trainer.commands.bench.interleave import Interleaver, Runner
+from trainer.commands.bench.memory import gib, peak_device_bytes, peak_host_bytes
+from trainer.commands.bench.timing import Windows, paired_ratio, steps_windows
 
 FRAMEWORK_TARGET = 0.95   # framework step >= 0.95 x the minimal step
 PIPELINE_TARGET = 3.0     # input pipeline >= 3 x the model step
@@ -348,7 +348,7 @@ class _MinimalRunner(Runner):
 
     def __init__(self, cfg, runtime, num_classes, image_size, steps_per_epoch, epochs, batches,
                  build_loop, build_optimizer):
-        from trainer.bench.minimal_step import MinimalStep
+        from trainer.commands.bench.minimal_step import MinimalStep
 
         with runtime.scope():
             loop = build_loop(cfg, num_classes, image_size)

@@ -140,7 +140,7 @@ class _JaxStep:
             loss.block_until_ready()
 
     def compiled_flops(self):
-        from trainer.bench.flops import xla_step_flops
+        from trainer.commands.bench.flops import xla_step_flops
 
         if self._example is None or not hasattr(self._jitted, "lower"):
             return None

@@ -1,6 +1,6 @@
 """What each pipeline step does, in plain Python (no kfp import).
 
-The kfp components (``trainer.pipeline.components``) are thin shims that call these
+The kfp components (``trainer.commands.kubeflow.components``) are thin shims that call these
 functions inside the image; each function runs one of this package's commands in a
 subprocess (a fresh TensorFlow per step, exactly as a person would run it) and then
 turns the command's JSON files into the step's artifacts. An artifact here is anything
@@ -154,7 +154,7 @@ def prepare(overrides: Iterable[str], output: str) -> dict:
 
 
 def prepare_step(overrides: list[str], dataset) -> dict:
-    run(command("trainer.pipeline", "prepare", f"output={dataset.path}", *overrides))
+    run(command("trainer.kubeflow", "prepare", f"output={dataset.path}", *overrides))
     info = read_json(os.path.join(dataset.path, "data.json"))
     dataset.metadata.update({k: info[k] for k in ("source", "image_size", "num_classes", "train_images")})
     return info

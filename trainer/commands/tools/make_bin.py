@@ -36,7 +36,7 @@ def make_bin(source, output: str, pairs: int = 3000, seed: int = 0, image_format
 
 
 def main(argv=None) -> int:
-    from trainer.cli import run_command, split_arguments, start_command
+    from trainer.commands.cli import run_command, split_arguments, start_command
 
     argv = sys.argv[1:] if argv is None else argv
     if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):

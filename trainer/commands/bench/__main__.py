@@ -12,7 +12,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from trainer.cli import start_command
+    from trainer.commands.cli import start_command
 
     argv = sys.argv[1:] if argv is None else argv
     if start_command(argv, __doc__):
@@ -23,11 +23,11 @@ def main(argv=None) -> int:
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     try:
         cfg = compose(overrides, config_name="bench")
-        from trainer.bench.measure import run_bench
+        from trainer.commands.bench.measure import run_bench
 
         report = run_bench(cfg)
         if cfg.bench.get("job"):
-            from trainer.bench.job import measure_job
+            from trainer.commands.bench.job import measure_job
 
             report["job_run"] = measure_job([o for o in overrides if not o.lstrip("+").startswith("bench.")])
     except ConfigError as error:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
         return 2
     report["command"] = "python -m trainer.bench " + " ".join(argv)
     from trainer.io import write_json
-    from trainer.bench.summary import summary_lines
+    from trainer.commands.bench.summary import summary_lines
 
     output = str(cfg.bench.output)
     if os.path.dirname(output):

@@ -118,7 +118,7 @@ def make_grid(images, pipeline, columns):
 
 
 def main(argv=None) -> int:
-    from trainer.cli import start_command
+    from trainer.commands.cli import start_command
 
     argv = sys.argv[1:] if argv is None else argv
     if start_command(argv, __doc__):

@@ -20,7 +20,7 @@ import sys
 def main(argv=None) -> int:
     import argparse
 
-    from trainer.cli import run_command, start_command
+    from trainer.commands.cli import run_command, start_command
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if start_command(argv, __doc__):
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         from trainer.config import compose
         from trainer.data.pipeline import materialise
         from trainer.evaluation.cross_model import cross_model_verification
-        from trainer.model_files import load_embedding_model
+        from trainer.export.model_files import load_embedding_model
         from trainer.registry import DATASETS, ConfigError
 
         old = load_embedding_model(args.old, "--old")
