@@ -38,11 +38,6 @@ def _arguments(argv):
     return overrides, flags, config_dirs, other
 
 
-def _overrides(argv):
-    """The override arguments, without Hydra's own flags and their values."""
-    return _arguments(argv)[0]
-
-
 def _split_value(overrides):
     """A one-line error for a value with spaces that the shell split into two arguments."""
     for previous, argument in zip([None, *overrides], overrides):

@@ -128,11 +128,6 @@ def plugin_search_paths() -> list[str]:
     return [f"pkg://{ep.value}" for ep in importlib.metadata.entry_points(group=PLUGIN_CONFIG_GROUP)]
 
 
-def searchpath_override() -> list[str]:
-    paths = plugin_search_paths()
-    return [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
-
-
 def with_searchpath(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> list[str]:
     """``overrides`` with one ``hydra.searchpath`` holding the user's paths, then plugin paths.
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trainer.data.pipeline import array_batches, materialise, skip, training_batches
+from trainer.data.pipeline import array_batches, materialise, training_batches
 from trainer.data.sources.base import DataSource
 
 
@@ -66,13 +66,6 @@ def test_resuming_at_batch_k_replays_the_uninterrupted_batches(path):
     flipped = [not np.array_equal(x, x[:, :, ::-1]) for x, _ in full]
     assert any(flipped)
     assert not np.array_equal(full[0][1], full[4][1])
-
-
-def test_generic_skip_of_a_generator_stays_a_generator():
-    import types
-
-    skipped = skip((i for i in range(5)), 2)
-    assert isinstance(skipped, types.GeneratorType) and list(skipped) == [2, 3, 4]
 
 
 def test_materialise_takes_arrays_from_memory_sources():

@@ -27,10 +27,6 @@ from trainer.registry import CALLBACKS, ConfigError
 ON_NAN = ("stop", "skip")
 
 
-class NonFiniteLoss(RuntimeError):
-    """Training produced NaN/Inf; the message names the step, the loss and the last checkpoint."""
-
-
 @CALLBACKS.register("nan_guard")
 class NanGuard(TrainerCallback):
     is_guard = True  # before the checkpoint: a bad step is never saved

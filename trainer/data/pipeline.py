@@ -19,7 +19,6 @@ TensorFlow is imported only inside the ``tf.data`` functions.
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
@@ -118,15 +117,6 @@ def epoch_order(count: int, batch_size: int, steps_per_epoch: int, seed: int, ep
         parts.append(rng.permutation(count)[:usable])
         total += usable
     return np.concatenate(parts)[:needed]
-
-
-def skip(batches, count: int):
-    """Drop the first ``count`` batches of a ``tf.data.Dataset`` or any iterable."""
-    if not count:
-        return batches
-    if hasattr(batches, "skip") and hasattr(batches, "element_spec"):
-        return batches.skip(count)
-    return (batch for batch in itertools.islice(iter(batches), count, None))  # fit takes generators
 
 
 # -- augmentation keyed on the batch's position ------------------------------------

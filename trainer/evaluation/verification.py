@@ -98,10 +98,6 @@ def squared_distances(embeddings_a: np.ndarray, embeddings_b: np.ndarray) -> np.
     return np.sum(np.square(embeddings_a - embeddings_b), axis=1)
 
 
-def accuracy_at(threshold: float, distances: np.ndarray, issame: np.ndarray) -> float:
-    return float(np.mean((distances < threshold) == issame))
-
-
 class PairsError(DataError):
     """The scored pairs cannot give a k-fold accuracy (too few, or a fold with one kind only)."""
 
