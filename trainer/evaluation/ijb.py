@@ -25,7 +25,8 @@ rank-k is the share of mated searches whose mate is among the k best-scoring
 gallery subjects (a subject scores its best template; a tie with another
 subject counts against the mate). Open-set TPIR at FPIR f is the share of mated
 searches whose mate is ranked first and scores above the threshold that at
-most a share f of the non-mated searches' best scores exceed.
+most a share f of the non-mated searches' best scores exceed; the mean over
+galleries averages the galleries' numbers.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FPIRS = (1e-2, 1e-1)
 RANKS = (1, 5, 10)
 SUBSETS = ("IJBB", "IJBC")
+PROTOCOLS = ("insightface", "exact")
 PAIR_BLOCK = 1 << 16        # template pairs scored per block
 PROBE_ELEMENTS = 1 << 24    # probe × gallery scores held at once
 
@@ -236,15 +238,32 @@ def pair_scores(template_features: np.ndarray, rows1: np.ndarray, rows2: np.ndar
 
 # -- 1:1 -----------------------------------------------------------------------------
 
-def verification_report(scores: np.ndarray, labels: np.ndarray, fars=FARS) -> dict:
+def verification_report(scores: np.ndarray, labels: np.ndarray, fars=FARS, protocol: str = "insightface") -> dict:
     """TAR at each FAR, ROC AUC and counts for scored template pairs (higher score = more alike)."""
+    from trainer.evaluation import ijb_insightface
     from trainer.evaluation import verification as v
 
     labels = np.asarray(labels, bool)
     # Negated scores are distances in the verification module's sense, exactly (no rounding).
     distances = -np.asarray(scores, np.float64)
-    return {"tar_at_far": v.tar_at_far(distances, labels, fars), "roc_auc": v.roc_auc(distances, labels),
-            "pairs": int(len(labels)), "positives": int(labels.sum()), "negatives": int((~labels).sum())}
+    report = {"protocol": check_protocol(protocol)}
+    if protocol == "exact":
+        report["tar_at_far"] = v.tar_at_far(distances, labels, fars)
+    else:
+        report.update(ijb_insightface.tar_at_far(scores, labels, fars))
+    # The area is the same under both protocols: dropped ROC points are collinear.
+    report.update({"roc_auc": v.roc_auc(distances, labels), "pairs": int(len(labels)),
+                   "positives": int(labels.sum()), "negatives": int((~labels).sum())})
+    return report
+
+
+def check_protocol(protocol: str) -> str:
+    from trainer.registry import ConfigError
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"ijb.protocol={protocol!r} is not one of {', '.join(PROTOCOLS)} "
+                          "(insightface: as published tables compute it; exact: textbook definitions)")
+    return protocol
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray, points: int = 400):
@@ -331,18 +350,46 @@ def gallery_name(path: str) -> str:
 
 
 def identification(template_ids, template_features, galleries: dict, probes, ranks=RANKS,
-                   fpirs=FPIRS) -> dict:
-    """1:N per gallery (``{name: (templates, subjects)}``) and the mean over galleries."""
+                   fpirs=FPIRS, protocol: str = "insightface") -> dict:
+    """1:N per gallery (``{name: (templates, subjects)}``) and the mean over galleries.
+
+    With ``protocol="insightface"`` also the search over all galleries joined
+    (``G1+G2``, ijb_1n.py's variant).
+    """
+    from trainer.evaluation import ijb_insightface
+
+    check_protocol(protocol)
     probe_templates, probe_subjects = probes
     probe_features = template_features[template_rows(template_ids, probe_templates)]
     results = {}
     for name, (templates, subjects) in galleries.items():
         gallery_features = template_features[template_rows(template_ids, templates)]
-        outcomes = search_outcomes(probe_features, probe_subjects, gallery_features, subjects)
-        results[name] = identification_report(*outcomes, ranks=ranks, fpirs=fpirs)
+        if protocol == "exact":
+            outcomes = search_outcomes(probe_features, probe_subjects, gallery_features, subjects)
+            results[name] = identification_report(*outcomes, ranks=ranks, fpirs=fpirs)
+        else:
+            results[name] = ijb_insightface.gallery_search(probe_features, probe_subjects, gallery_features,
+                                                           subjects, ranks, fpirs)
     if len(results) > 1:
-        results["mean"] = _mean_report(list(results.values()))
+        reports = list(results.values())
+        results["mean"] = (_mean_report(reports) if protocol == "exact"
+                           else ijb_insightface.mean_over_galleries(reports, len(probe_templates)))
+        if protocol == "insightface":
+            templates, subjects = joined_galleries(galleries.values())
+            results["+".join(galleries)] = ijb_insightface.union_search(
+                probe_features, probe_subjects, template_features[template_rows(template_ids, templates)],
+                subjects, ranks)
     return results
+
+
+def joined_galleries(galleries):
+    """(template ids ascending, subjects) of several galleries' lists; a shared template counts once."""
+    subject_of = {}
+    for templates, subjects in galleries:
+        for template, subject in zip(np.asarray(templates).tolist(), np.asarray(subjects).tolist()):
+            subject_of.setdefault(template, subject)
+    templates = np.asarray(sorted(subject_of), np.int64)
+    return templates, np.asarray([subject_of[t] for t in templates.tolist()], np.int64)
 
 
 def _mean_report(reports: list) -> dict:
@@ -358,11 +405,13 @@ def _mean_report(reports: list) -> dict:
 # -- the whole protocol ------------------------------------------------------------------
 
 def evaluate_ijb(model, root: str, subset: str = "IJBC", batch_size: int = 256, flip: bool = True,
-                 detector_score: bool = True, norm_score: bool = True, with_curve: bool = False):
+                 detector_score: bool = True, norm_score: bool = True, with_curve: bool = False,
+                 protocol: str = "insightface"):
     """Run 1:1 and (when the lists exist) 1:N on ``root``; returns the report (and the ROC)."""
     from trainer.data.errors import DataError
     from trainer.evaluation.verification import unnormalised
 
+    check_protocol(protocol)
     files = protocol_files(root, subset)
     names, landmarks, scores = read_landmarks(files["landmarks"])
     face_names, templates, medias = read_faces(files["faces"])
@@ -383,14 +432,19 @@ def evaluate_ijb(model, root: str, subset: str = "IJBC", batch_size: int = 256, 
     face_rows = np.asarray([row_of[n] for n in face_names], np.int64)
     weighted = face_weights(features[face_rows], scores[face_rows] if detector_score else None, norm_score)
     template_ids, template_features = pool_templates(weighted, templates, medias)
+    return template_report(template_ids, template_features, files, protocol, with_curve, root=str(root),
+                           subset=str(subset).upper(), images=len(names), faces=len(face_names), flip=bool(flip),
+                           detector_score=bool(detector_score), norm_score=bool(norm_score))
 
+
+def template_report(template_ids, template_features, files: dict, protocol: str, with_curve: bool, **header):
+    """1:1 and 1:N numbers of pooled template features; ``header`` goes first into the report."""
     t1, t2, labels = read_pairs(files["pairs"])
     pair_score = pair_scores(template_features, template_rows(template_ids, t1), template_rows(template_ids, t2))
-    report = {"root": str(root), "subset": str(subset).upper(), "images": len(names), "faces": len(face_names),
-              "templates": int(len(template_ids)), "flip": bool(flip), "detector_score": bool(detector_score),
-              "norm_score": bool(norm_score), "verification": verification_report(pair_score, labels)}
+    report = {**header, "templates": int(len(template_ids)), "protocol": protocol,
+              "verification": verification_report(pair_score, labels, protocol=protocol)}
     if files["galleries"] and files["probes"]:
         galleries = {gallery_name(p): read_template_subjects(p) for p in files["galleries"]}
         report["identification"] = identification(template_ids, template_features, galleries,
-                                                  read_template_subjects(files["probes"]))
+                                                  read_template_subjects(files["probes"]), protocol=protocol)
     return (report, roc_points(pair_score, labels)) if with_curve else report

@@ -18,8 +18,10 @@ DEFAULTS = {"model_path": None, "bin_files": [], "folder": None, "pairs": 3000, 
             "period_fraction": 0.5, "min_album": 2, "batch_size": 256, "output": None,
             "ijb": None, "retrieval": False, "retrieval_gallery": None, "retrieval_k": [1, 5, 10]}
 # ``ijb=<root>`` is ``ijb.root``; the other keys tune the protocol (published setting by default:
-# mirror-summed features, un-normalised face features weighted by detector score).
-IJB_DEFAULTS = {"root": None, "subset": "IJBC", "flip": True, "detector_score": True, "norm_score": True}
+# mirror-summed features, un-normalised face features weighted by detector score, and the numbers
+# computed as insightface's scripts compute them; ``protocol: exact`` for textbook definitions).
+IJB_DEFAULTS = {"root": None, "subset": "IJBC", "flip": True, "detector_score": True, "norm_score": True,
+                "protocol": "insightface"}
 
 
 def load_model(path: str):
@@ -140,7 +142,8 @@ def ijb_evaluation(model, settings: dict, batch_size: int):
 
     return evaluate_ijb(model, str(settings["root"]), str(settings["subset"]), batch_size,
                         flip=_truthy(settings["flip"]), detector_score=_truthy(settings["detector_score"]),
-                        norm_score=_truthy(settings["norm_score"]), with_curve=True)
+                        norm_score=_truthy(settings["norm_score"]), with_curve=True,
+                        protocol=str(settings["protocol"]))
 
 
 def retrieval_evaluation(model, o: dict, size: int, data_overrides) -> dict:
@@ -255,15 +258,26 @@ def _ijb_html(ijb: dict) -> str:
              f"<tr>{cells}<td>{_number(one['roc_auc'])}</td></tr></table>"]
     if ijb.get("roc_png"):
         parts.append("<p><img src='ijb_roc.png' alt='IJB ROC'></p>")
+    if one.get("notes"):
+        parts.append("<p>" + "<br>".join(html.escape(note) for note in one["notes"]) + "</p>")
     if "identification" in ijb:
-        first = next(iter(ijb["identification"].values()))
-        heads = "".join(f"<th>rank-{k}</th>" for k in first["rank"]) + "".join(
-            f"<th>TPIR at FPIR {f}</th>" for f in first["tpir_at_fpir"])
-        rows = "".join(f"<tr><td>{html.escape(name)}</td>"
-                       + "".join(f"<td>{_number(x)}</td>" for x in (*r["rank"].values(), *r["tpir_at_fpir"].values()))
-                       + "</tr>" for name, r in ijb["identification"].items())
-        parts.append(f"<h3>1:N</h3><table border=1 cellpadding=4><tr><th>gallery</th>{heads}</tr>{rows}</table>")
+        rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(text)}</td></tr>"
+                       for name, text in _identification_texts(ijb["identification"]))
+        parts.append(f"<h3>1:N</h3><table border=1 cellpadding=4><tr><th>gallery</th><th>numbers</th></tr>"
+                     f"{rows}</table>")
     return "".join(parts)
+
+
+def _identification_texts(identification: dict):
+    """(gallery, its numbers in words) for each 1:N entry: a gallery, the mean, or the joined galleries."""
+    for name, r in identification.items():
+        if "skipped" in r:
+            yield name, f"skipped: {r['skipped']}"
+            continue
+        ranks = ", ".join(f"rank-{k} {_number(x)}" for k, x in r["rank"].items())
+        rates = ", ".join([*(f"TPIR@FPIR={f} {_number(x)}" for f, x in r.get("tpir_at_fpir", {}).items()),
+                           *(f"TPR@FAR={f} {_number(x)}" for f, x in r.get("tpr_at_far", {}).items())])
+        yield name, f"{ranks}, {rates}"
 
 
 def _retrieval_html(r: dict) -> str:
@@ -287,11 +301,11 @@ def result_lines(report: dict) -> list[str]:
     if "ijb" in report:
         ijb = report["ijb"]
         tars = ", ".join(f"{far} {_number(t)}" for far, t in ijb["verification"]["tar_at_far"].items())
-        lines.append(f"{ijb['subset']} 1:1 TAR at FAR: {tars} ({ijb['verification']['pairs']} pairs)")
-        for name, r in ijb.get("identification", {}).items():
-            ranks = ", ".join(f"rank-{k} {_number(x)}" for k, x in r["rank"].items())
-            tpirs = ", ".join(f"TPIR@FPIR={f} {_number(x)}" for f, x in r["tpir_at_fpir"].items())
-            lines.append(f"{ijb['subset']} 1:N {name}: {ranks}, {tpirs}")
+        lines.append(f"{ijb['subset']} 1:1 TAR at FAR: {tars} ({ijb['verification']['pairs']} pairs, "
+                     f"protocol {ijb.get('protocol', 'exact')})")
+        lines.extend(f"  note: {note}" for note in ijb["verification"].get("notes", []))
+        for name, text in _identification_texts(ijb.get("identification", {})):
+            lines.append(f"{ijb['subset']} 1:N {name}: {text}")
     if "retrieval" in report:
         r = report["retrieval"]
         recalls = ", ".join(f"recall@{k} {_number(x)}" for k, x in r["recall_at_k"].items())
