@@ -53,10 +53,10 @@ setup(
         "pipeline": ["kfp>=2.17,<3"],  # Kubeflow Pipelines (python -m trainer.kubeflow)
         # SavedModel is TensorFlow's own; TFLite runs in LiteRT, ONNX in onnxruntime
         "export": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2.0"],
-        "torch": ["torch>=2.4"],
+        "torch": ["torch>=2.4"],  # reading insightface's PyTorch state dicts (backbone.weights=*.pth)
         # Face detection and landmarks for raw photos (python -m trainer.data.align, trainer.album):
         # dlib's wheels, with its detector and landmark model files in a package (no download).
-        "align": ["dlib-bin>=20.0", "face-recognition-models>=0.3"],  # reading insightface's PyTorch state dicts (backbone.weights=*.pth)
+        "align": ["dlib-bin>=20.0", "face-recognition-models>=0.3"],
     },
     entry_points={"console_scripts": ["facetrain=trainer.__main__:main"]},
 )
