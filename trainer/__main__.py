@@ -53,14 +53,14 @@ def _split_value(overrides):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from trainer.run_dir import Terminated, interrupt_on_sigterm
+    from trainer import signals
 
-    interrupt_on_sigterm()  # from the first moment: a job stopped at start-up says so
     try:
-        return _main(argv)
-    except Terminated:
-        print("interrupted: SIGTERM during start-up", file=sys.stderr)
-        return 143
+        with signals.handling():  # from the first moment: a job stopped at start-up says so
+            return _main(argv)
+    except signals.Interrupted as interruption:
+        print(f"interrupted ({interruption.name}) during start-up; nothing was written", file=sys.stderr)
+        return interruption.exit_code
 
 
 def _main(argv) -> int:

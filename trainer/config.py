@@ -98,24 +98,34 @@ NUMBER_KEYS = {
                               meaning="the learning rate for the global batch"),
     "data.image_size": NumberKey(integer=True, minimum=1, meaning="pixels, square"),
 }
+# Top-level keys that take one of a few words (checked when present).
+CHOICE_KEYS = {"trainer.resume_changes": ("refuse", "allow")}
 # Keys checked only when present (a data source may take its size from the data).
 # The others are required whenever their group is in the config.
 OPTIONAL_NUMBER_KEYS = {"data.image_size"}
 
 
 def run_dir_name(name, override_dirname) -> str:
-    """The run folder: the given name, else one derived from the overrides.
+    """The run folder: the given name, else a readable name plus a short hash of the overrides.
 
-    Deriving it from the command makes "rerun the same command" find the same
-    run: an unfinished one resumes there, a finished one is reported and left
-    unchanged (``trainer.run.AlreadyFinished``).
+    The readable part is the experiment (``experiment=simclr``), else the options of the changed
+    groups (``loss=cosface backbone=iresnet50`` → ``cosface-iresnet50``), else ``run``; the hash
+    of every override keeps two commands apart (the overrides themselves are in the run's
+    config). Deriving it from the command makes "rerun the same command" find the same run: an
+    unfinished one resumes there, a finished one is reported and left unchanged
+    (``trainer.run.AlreadyFinished``). No overrides at all: ``default``.
     """
     if name:
         return str(name)
-    base = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", str(override_dirname or "")) or "default"
-    if len(base) > 80:
-        base = base[:60] + "-" + hashlib.sha1(base.encode()).hexdigest()[:8]
-    return base
+    overrides = str(override_dirname or "")
+    if not overrides:
+        return "default"
+    items = [item.partition("=") for item in re.split(r",(?=[+~]?[A-Za-z_][\w.]*=)", overrides)]
+    chosen = {key.lstrip("+~"): value for key, _, value in items if "." not in key}
+    readable = chosen.get("experiment") or "-".join(
+        value for key, value in chosen.items() if key not in ("run", "trainer", "hydra") and value)
+    readable = re.sub(r"[^A-Za-z0-9_.+-]", "_", readable or "run")[:48]
+    return f"{readable}-{hashlib.sha1(overrides.encode()).hexdigest()[:6]}"
 
 
 def register_resolvers() -> None:
@@ -174,7 +184,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config",
         cfg = _hydra_compose(overrides, config_name)
     except ConfigError as error:
         if not _syntax_error(error):  # a YAML or override syntax error already says where
-            preflight(overrides)  # raises the precise message when it can tell what is wrong
+            preflight(overrides, config_name)  # the precise message when it can tell what is wrong
         raise
     validate(cfg)
     return cfg
@@ -284,12 +294,12 @@ def config_groups(searchpath: Sequence[str] = ()) -> list[str]:
     return sorted(groups)
 
 
-def preflight(overrides: Sequence[str]) -> None:
+def preflight(overrides: Sequence[str], config_name: str = "config") -> None:
     """Check ``group=option`` choices and ``group.key=value`` keys before composing."""
     searchpath = [p for o in overrides if o.partition("=")[0].lstrip("+") == "hydra.searchpath"
                   for p in _searchpath_entries(o)]
     groups = config_groups(searchpath)
-    selections = []
+    selections, top_level = [], []
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or key.startswith(("hydra", "~")) or "," in value:
@@ -297,7 +307,8 @@ def preflight(overrides: Sequence[str]) -> None:
         key = key.lstrip("+")
         if "." not in key and "/" not in key and key not in ("trainer", "run") and not override.startswith("+"):
             if key not in groups:
-                continue  # a top-level value; Hydra's struct check reports it below
+                top_level.append(key)  # a top-level value: checked against the config below
+                continue
             options = group_options(key, searchpath)
             if value not in ("null", "") and value not in options:
                 raise ConfigError(
@@ -306,7 +317,13 @@ def preflight(overrides: Sequence[str]) -> None:
             selections.append(override)
 
     register_resolvers()
-    base = _hydra_compose(selections + [o for o in overrides if o.startswith("hydra.searchpath")])
+    base = _hydra_compose(selections + [o for o in overrides if o.startswith("hydra.searchpath")],
+                          config_name)
+    for key in top_level:
+        if key not in base:
+            choices = [k for k in base.keys() if k != "hydra"] + [g for g in groups if g in base]
+            raise ConfigError(f"{key}: '{key}' is not a key of this command: {did_you_mean(key, choices)} "
+                              f"(--help lists them)")
     for override in overrides:
         key, sep, _ = override.partition("=")
         deletion = key.startswith("~")
@@ -331,18 +348,16 @@ def _component_parameters(group: str, node: DictConfig) -> list[str]:
     kind = COMPONENT_GROUPS.get(group)
     if kind is None or "name" not in node:
         return []
-    from trainer.registry import accepted_parameters
-
     try:
-        params, _, _ = accepted_parameters(REGISTRIES[kind].get(node.name))
+        return list(REGISTRIES[kind].declaration(node.name)["parameters"])
     except ConfigError:
         return []
-    return sorted(params)
 
 
 def validate(cfg: DictConfig) -> None:
     """Check numbers, component nodes and the image size; nothing is built or read."""
     check_numbers(cfg)
+    check_choices(cfg)
     for group, kind in COMPONENT_GROUPS.items():
         node = cfg.get(group)
         if node is None:
@@ -357,7 +372,7 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_node(kind: str, node, where: str, provided=()) -> None:
     try:
-        REGISTRIES[kind].check(node, provided=provided, where=where)
+        REGISTRIES[kind].verify(node, provided=provided, where=where)
     except NotANumber:
         raise  # already names the key's full path
     except ConfigError as error:
@@ -381,6 +396,14 @@ def check_numbers(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} {problem}: {key} must be {rule.describe()}")
 
 
+def check_choices(cfg: DictConfig) -> None:
+    """Each declared word-valued key holds one of its words, or one line says which it may."""
+    for key, words in CHOICE_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and str(value) not in words:
+            raise ConfigError(f"{key}={value!r} is not {' or '.join(words)}")
+
+
 def check_image_size(cfg: DictConfig) -> None:
     """``data.image_size`` against the backbone's smallest input, before any data is read.
 
@@ -391,13 +414,12 @@ def check_image_size(cfg: DictConfig) -> None:
     if data is None or backbone is None or data.get("image_size") is None:
         return
     name, params = split_node(backbone, "backbone")
-    rule = getattr(REGISTRIES["backbone"].get(name), "minimum_input_size", None)
-    if rule is None:
-        return
     try:
-        minimum = int(rule(**params))
+        minimum = REGISTRIES["backbone"].minimum_input_size(name, params)
     except (TypeError, ValueError):
         return  # a malformed backbone parameter: the backbone's own check names it when built
+    if minimum is None:
+        return
     size = data.image_size
     if size < minimum:
         raise ConfigError(

@@ -86,7 +86,8 @@ def write_text(path: str, text: str) -> None:
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    # named with the writer's pid: a job removes leftovers only of writers that died (trainer.run_dir)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.getpid()}-", suffix=os.path.basename(path))
     try:
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results private
         with os.fdopen(handle, "w") as f:

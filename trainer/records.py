@@ -74,6 +74,11 @@ class RunReport:
         self.metrics["status"] = status or f"failed: {reason}"
         self._write()
 
+    def interrupted(self, line: str) -> None:
+        """A signal stopped the run: status ``interrupted``, and the line the user was shown."""
+        self.metrics["interruption"] = line
+        self.fail(line, status="interrupted")
+
     def finish(self) -> dict:
         self.metrics["status"] = "finished"
         self._write()
@@ -99,9 +104,12 @@ class RunReport:
     def print_evaluation(when: str, results: dict) -> None:
         for name, values in results.items():
             if isinstance(values, dict) and "accuracy" in values:
+                from trainer.evaluation.verification import sample_text
+
                 print(f"{when} verification ({name}): accuracy {values['accuracy']:.4f} "
-                      f"± {values.get('accuracy_std', 0.0):.4f} on {values.get('pairs', '?')} pairs",
-                      flush=True)
+                      f"± {values.get('accuracy_std', 0.0):.4f} on {sample_text(values)}", flush=True)
+                if values.get("note"):
+                    print(f"note: {values['note']}", flush=True)
 
 
 class Throughput(keras.callbacks.Callback):

@@ -1,37 +1,51 @@
-"""One training job: config → data → model → fit → evaluation → export.
+"""One training job, in stages: config → data → model → fit → evaluation → export.
 
 ``train(cfg)`` is the Python entry point (notebooks, tests, pipelines);
-``main_job(cfg)`` is what ``python -m trainer`` runs inside Hydra. Every user
-mistake surfaces as one line, and ``metrics.json`` says whether the run
-finished; a run that did not finish is never marked finished.
+``main_job(cfg)`` is what ``python -m trainer`` runs inside Hydra. Both run a
+``Run``, which owns the run's life:
+
+1. check: the config, the export formats, ``trainer.resume``, a writable folder;
+2. lock: one writer per run folder; a finished run is left as it is;
+3. assemble: the job (``trainer.job.build_job``);
+4. plan: where training starts (``trainer.resume.plan_resume``, a frozen plan);
+5. the untrained evaluation (fresh runs), 6. fit, 7. the final model's checks,
+8. evaluate, 9. export.
+
+From stage 3 on, ``metrics.json`` says whether the run finished: ``finished``,
+``failed: <why>`` or ``interrupted``; a run that did not finish is never marked
+finished. Every user mistake surfaces as one line. A signal (SIGTERM, Ctrl-C)
+stops the run at the next step boundary or at once outside ``fit``
+(``trainer.signals``); the state reached is saved, and rerunning the same
+command resumes from it. Each stage boundary checks for a pending signal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import records
-from trainer.errors import first_line
-from trainer.io import write_text
+from trainer import io, records, signals
+from trainer.callbacks.base import TrainerCallback
+from trainer.callbacks.checkpoint import (build_before_restore, checkpoint_dir, latest_checkpoint,
+                                          non_finite_variable, restore_checkpoint, save_checkpoint)
 from trainer.config import validate
 from trainer.console import make_epoch_line, on_terminal
+from trainer.errors import first_line
 from trainer.job import Job, build_job
 from trainer.registry import ConfigError, to_plain
-from trainer.run_dir import Terminated, raise_if_terminated
+from trainer.resume import Position, ResumePlan, plan_resume, resume_mode, write_fingerprint
+
 
 class RunFailed(RuntimeError):
     """The job stopped for a reason the user can act on (message: one line)."""
 
 
-class Preempted(RunFailed):
-    """SIGTERM arrived; the state was saved and rerunning the same command resumes."""
-
-
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a terminated job
+class RunInterrupted(signals.Interrupted):
+    """A signal stopped the run; the message says what was saved and how to resume."""
 
 
 def default_run_dir(cfg: DictConfig) -> str:
@@ -52,198 +66,299 @@ class AlreadyFinished(Exception):
         self.metrics = metrics
 
 
-RESUME_MODES = ("auto", "never")
-
-
-def resume_mode(cfg: DictConfig) -> str:
-    """``trainer.resume``: auto, never, or an existing checkpoint path; anything else is one line."""
-    value = str(cfg.trainer.get("resume", "auto"))
-    if value in RESUME_MODES or os.path.exists(value):
-        return value
-    raise ConfigError(f"trainer.resume={value!r} is not auto, never or an existing checkpoint "
-                      "(a run folder, its checkpoints/ folder or a ckpt-<step>.weights.h5 file)")
-
-
 def train(cfg: DictConfig) -> dict:
     """Run the job described by ``cfg``; returns the final metrics (``metrics.json``'s content).
 
     A run directory that holds a finished run is never changed (``AlreadyFinished``).
     """
-    from trainer import io
-    from trainer.run_dir import RunLock, check_writable, interrupt_on_sigterm, remove_leftover_temporaries
-    from trainer.runtime import worker_dir
-
-    validate(cfg)  # names and keys of every component, before any data is read
-    if cfg.run.get("export_formats"):  # an unknown format or a missing optional package: before training
-        from trainer.export import check_available, resolve_formats
-
-        check_available(resolve_formats(cfg.run.export_formats))  # a name or a list of names
-    resume = resume_mode(cfg)
-    run_dir = str(cfg.run.dir) if cfg.run.get("dir") else default_run_dir(cfg)
-    records_dir = worker_dir(run_dir, cfg.runtime)  # non-chief workers keep to a sub-folder
-    local = not io.is_remote(records_dir)
-    if local:
-        check_writable(records_dir)
-    lock = RunLock(records_dir).acquire() if local else None
-    try:
-        previous = records.read_metrics(records_dir)
-        if previous.get("status") == "finished":
-            raise AlreadyFinished(records_dir, previous)
-        if local:
-            remove_leftover_temporaries(records_dir)
-        interrupt_on_sigterm()
-        return _train_recorded(cfg, run_dir, records_dir, resume)
-    finally:
-        if lock is not None:
-            lock.release()
+    return Run(cfg)()
 
 
-def _train_recorded(cfg: DictConfig, run_dir: str, records_dir: str, resume: str) -> dict:
-    """The job with ``metrics.json`` kept true: finished, failed (why) or interrupted."""
-    from trainer import io
+class Run:
+    """One run of one job, stage by stage (the module's docstring lists them)."""
 
-    report = records.RunReport(records_dir, cfg)
-    write_text(io.join(records_dir, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
-    report.start()
-    try:
-        _train(cfg, run_dir, report, resume)
-    except Preempted as error:
-        report.fail(str(error), status="interrupted")
-        raise
-    except (ConfigError, RunFailed) as error:
-        report.fail(str(error))
-        raise
-    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM outside fit
-        report.fail(f"interrupted ({error or 'Ctrl-C'})", status="interrupted")
-        raise
-    except BaseException as error:
-        from trainer.callbacks.optuna_pruning import is_pruned
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.run_dir = str(cfg.run.dir) if cfg.run.get("dir") else default_run_dir(cfg)
+        self.records_dir = self.run_dir  # this process's records (a sub-folder on non-chief workers)
+        self.report: records.RunReport | None = None
+        self.loggers = records.Loggers()
+        self.job: Job | None = None
+        self.plan: ResumePlan | None = None
+        self.reached: Position | None = None  # the position whose state the model holds
 
-        # A pruned sweep trial stopped on purpose: its own status, not a failure.
-        report.fail(f"{type(error).__name__}: {first_line(error)}",
-                    status="pruned" if is_pruned(error) else None)
-        raise
-    return report.finish()
+    def __call__(self) -> dict:
+        with signals.handling(on_exit_now=self._record_exit_now):
+            self.check()
+            with self.locked():
+                return self.recorded()
 
+    # -- 1, 2: before anything is written ------------------------------------------------------
+    def check(self) -> None:
+        from trainer.runtime import worker_dir
+        from trainer.run_dir import check_writable
 
-def _train(cfg: DictConfig, run_dir: str, report: "records.RunReport", resume: str) -> None:
-    job = build_job(cfg, run_dir)
-    raise_if_terminated()  # stage boundaries: a SIGTERM that was swallowed on its way stops here
-    segments, fresh = _resume_plan(job, resume, report)
-    # Open for the whole job: TensorBoard and wandb get the untrained and final evaluations too.
-    loggers = records.loggers(cfg, run_dir) if job.runtime.is_chief else records.Loggers()
-    try:
-        if job.evaluator is not None and fresh and cfg.trainer.get("evaluate_untrained", True):
-            untrained = job.evaluator.evaluate(job.loop.embedding_model, job.source)
-            report.update(untrained=untrained)
-            report.print_evaluation("untrained", untrained)
-            loggers.log_evaluation("untrained", untrained, step=0)
-        raise_if_terminated()
-        if segments:
-            _fit(job, cfg, run_dir, report, segments, loggers)
-        elif job.checkpoint is not None and job.checkpoint.restore_from:
-            _restore_without_training(job, cfg)  # every step done: evaluate the saved weights
-            report.update(steps=job.epochs * job.steps_per_epoch,  # as a run that trained says
-                          optimizer_steps=int(keras.ops.convert_to_numpy(job.loop.optimizer.iterations)))
-        _check_final_model(job)
-        raise_if_terminated()
-        _evaluate_and_export(job, cfg, run_dir, report, loggers)
-    finally:
-        loggers.close()
+        validate(self.cfg)  # names and keys of every component, before any data is read
+        if self.cfg.run.get("export_formats"):  # an unknown format or a missing optional package
+            from trainer.export import check_available, resolve_formats
 
+            check_available(resolve_formats(self.cfg.run.export_formats))  # a name or a list of names
+        resume_mode(self.cfg)
+        self.records_dir = worker_dir(self.run_dir, self.cfg.runtime)  # non-chief workers: a sub-folder
+        if not io.is_remote(self.records_dir):
+            check_writable(self.records_dir)
 
-def _resume_plan(job: Job, resume: str, report: "records.RunReport") -> tuple[list, bool]:
-    """The fit segments still to run, and whether the run starts from scratch."""
-    from trainer.callbacks.checkpoint import resume_segments
+    @contextlib.contextmanager
+    def locked(self):
+        from trainer.run_dir import RunLock, remove_leftover_temporaries
 
-    checkpoint = job.checkpoint
-    if checkpoint is None and resume not in ("auto", "never"):
-        raise ConfigError(f"trainer.resume={resume} needs the checkpoint callback (callbacks=default)")
-    if checkpoint:
-        checkpoint.choose_restore(resume, job.steps_per_epoch)
-        checkpoint.writes = job.runtime.is_chief
-        checkpoint.check_compatible(job.steps_per_epoch, job.batch_size)
-    initial_epoch, initial_batch = (checkpoint.initial_epoch, checkpoint.initial_batch) if checkpoint else (0, 0)
-    restored = (checkpoint.restore_from or {}) if checkpoint else {}
-    report.update(steps_per_epoch=job.steps_per_epoch, batch_size=job.batch_size,
-                  num_classes=job.source.num_classes, train_images=job.source.num_examples,
-                  replicas=job.runtime.num_replicas, runtime=job.runtime.name,
-                  precision=job.runtime.precision,
-                  resumed_from_epoch=initial_epoch if restored else None,
-                  resumed_from_step=restored.get("step"))
-    fresh = initial_epoch == 0 and initial_batch == 0
-    return resume_segments(initial_epoch, initial_batch, job.epochs, job.steps_per_epoch), fresh
-
-
-def _fit(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport", segments,
-         loggers: "records.Loggers") -> None:
-    """``fit`` over the planned segments: a run resumed mid-epoch is two fit calls."""
-    from trainer.callbacks.checkpoint import build_before_restore
-
-    loop, checkpoint = job.loop, job.checkpoint
-    loop.prepare(job.data)  # per-run statistics the loop needs (BCT: the old class means)
-    loop_callbacks = loop.epoch_callbacks(job.data)  # first: loggers see what they add
-    throughput = records.Throughput(job.batch_size)
-    epoch_logger = report.epoch_logger()
-    # A progress bar on a terminal; in a log file, one rounded line per epoch.
-    progress = [] if on_terminal() else [make_epoch_line()]
-    for segment in segments:
-        batches = job.batches(segment.start_epoch, segment.end_epoch, segment.skip_batches)
-        batches = job.runtime.prepare_fit(loop, batches)
-        if checkpoint is not None and checkpoint.restore_from:
-            batches = build_before_restore(loop, batches)
-        job.set_position(segment.skip_batches)
+        local = not io.is_remote(self.records_dir)
+        lock = RunLock(self.records_dir).acquire() if local else None
         try:
-            loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
-                     steps_per_epoch=job.steps_per_epoch - segment.skip_batches,
-                     callbacks=[*job.callbacks, *loop_callbacks, throughput, epoch_logger,
-                                *loggers.callbacks, *progress],
-                     shuffle=False,  # the pipeline shuffles, per epoch and seeded
-                     verbose=1 if on_terminal() else 0)
-        except Exception as error:
-            data_mistake = _data_error_line(error)
-            if data_mistake is None:
-                raise
-            raise RunFailed(data_mistake) from None
-        reason = job.stop_reason()
-        if reason is not None:
-            raise RunFailed(reason)
-        if checkpoint is not None and checkpoint.preempted:
-            saved = checkpoint.saved["step"] if checkpoint.saved else "?"
-            raise Preempted(f"preempted (SIGTERM): saved step {saved} in {checkpoint.folder}; "
-                            "rerun the same command to resume")
-    skipped = list(job.source.corrupt_records)
-    if skipped:  # data.on_corrupt=skip: say what was left out
-        report.update(corrupt_records={"count": len(skipped),
-                                       "records": [{"file": f, "record": i, "reason": r} for f, i, r in skipped]})
-    report.update(images_per_second=throughput.images_per_second(),
-                  steps=job.epochs * job.steps_per_epoch,
-                  optimizer_steps=int(keras.ops.convert_to_numpy(loop.optimizer.iterations)))
+            previous = records.read_metrics(self.records_dir)
+            if previous.get("status") == "finished":
+                raise AlreadyFinished(self.records_dir, previous)
+            if local:
+                remove_leftover_temporaries(self.records_dir)
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
+    # -- 3 … 9: recorded in metrics.json ---------------------------------------------------------
+    def recorded(self) -> dict:
+        """The stages with ``metrics.json`` kept true: finished, failed (why) or interrupted."""
+        self.report = records.RunReport(self.records_dir, self.cfg)
+        io.write_text(io.join(self.records_dir, "config.yaml"), OmegaConf.to_yaml(self.cfg, resolve=True))
+        self.report.start()
+        try:
+            for stage in (self.assemble, self.plan_start, self.evaluate_untrained, self.fit,
+                          self.check_final_model, self.evaluate, self.export):
+                signals.raise_if_pending()
+                stage()
+        except signals.Interrupted as interruption:
+            raise self.interrupted(interruption) from None
+        except (ConfigError, RunFailed) as error:
+            self.report.fail(str(error))
+            raise
+        except BaseException as error:
+            from trainer.callbacks.optuna_pruning import is_pruned
+
+            # A pruned sweep trial stopped on purpose: its own status, not a failure.
+            self.report.fail(f"{type(error).__name__}: {first_line(error)}",
+                             status="pruned" if is_pruned(error) else None)
+            raise
+        finally:
+            self.loggers.close()
+        return self.report.finish()
+
+    def assemble(self) -> None:
+        self.job = build_job(self.cfg, self.run_dir)
+        # Open for the whole job: TensorBoard and wandb get the untrained and final evaluations too.
+        if self.job.runtime.is_chief:
+            self.loggers = records.loggers(self.cfg, self.run_dir)
+
+    def plan_start(self) -> None:
+        job = self.job
+        with data_mistakes():  # the plan reads the first training images (the data's fingerprint)
+            self.plan = plan_resume(self.cfg, job, self.run_dir)
+        if job.runtime.is_chief:
+            write_fingerprint(self.run_dir, self.plan)
+        start = self.plan.start
+        self.report.update(steps_per_epoch=job.steps_per_epoch, batch_size=job.batch_size,
+                           num_classes=job.source.num_classes, train_images=job.source.num_examples,
+                           replicas=job.runtime.num_replicas, runtime=job.runtime.name,
+                           precision=job.runtime.precision,
+                           resumed_from_epoch=None if self.plan.fresh else start.epoch,
+                           resumed_from_step=self.plan.restored_step,
+                           resume_changes_accepted=list(self.plan.accepted_changes) or None)
+
+    def evaluate_untrained(self) -> None:
+        job = self.job
+        if job.evaluator is None or not self.plan.fresh or not self.cfg.trainer.get("evaluate_untrained", True):
+            return
+        untrained = job.evaluator.evaluate(job.loop.embedding_model, job.source)
+        self.report.update(untrained=untrained)
+        self.report.print_evaluation("untrained", untrained)
+        self.loggers.log_evaluation("untrained", untrained, step=0)
+
+    def fit(self) -> None:
+        """``fit`` over the planned segments: a run resumed mid-epoch is two fit calls."""
+        job, plan, loop = self.job, self.plan, self.job.loop
+        if not plan.segments:  # every step done (stopped in evaluation or export): the saved weights
+            if plan.restore_path is not None:
+                self.restore(job.runtime.prepare_fit(loop, job.batches(max(job.epochs - 1, 0), job.epochs)))
+                self.reached = plan.start
+            self.report.update(steps=job.epochs * job.steps_per_epoch, optimizer_steps=optimizer_steps(loop))
+            return
+        loop.prepare(job.data)  # per-run statistics the loop needs (BCT: the old class means)
+        loop_callbacks = loop.epoch_callbacks(job.data)  # first: loggers see what they add
+        stopper = StopAtSignal()  # after the guards and the checkpoint callback
+        throughput = records.Throughput(job.batch_size)
+        # A progress bar on a terminal; in a log file, one rounded line per epoch.
+        progress = [] if on_terminal() else [make_epoch_line()]
+        callbacks = [*job.callbacks, stopper, *loop_callbacks, throughput, self.report.epoch_logger(),
+                     *self.loggers.callbacks, *progress]
+        for index, segment in enumerate(plan.segments):
+            batches = job.runtime.prepare_fit(loop, job.batches(segment.start_epoch, segment.end_epoch,
+                                                                segment.skip_batches))
+            if index == 0 and plan.restore_path is not None:
+                batches = self.restore(batches)
+            if index == 0:
+                stepped_before = optimizer_steps(loop)
+            job.set_position(segment.skip_batches)
+            stopper.set_position(job.steps_per_epoch, segment.skip_batches)
+            with data_mistakes(), signals.deferred():
+                loop.fit(batches, epochs=segment.end_epoch, initial_epoch=segment.start_epoch,
+                         steps_per_epoch=job.steps_per_epoch - segment.skip_batches, callbacks=callbacks,
+                         shuffle=False,  # the pipeline shuffles, per epoch and seeded
+                         verbose=1 if on_terminal() else 0)
+            reason = job.stop_reason()
+            if reason is not None:
+                raise RunFailed(reason)
+            self.reached = (Position(*stopper.stopped_at) if stopper.stopped_at else
+                            Position(segment.end_epoch, 0, segment.end_epoch * job.steps_per_epoch))
+            signals.raise_if_pending()
+        skipped = list(job.source.corrupt_records)
+        if skipped:  # data.on_corrupt=skip: say what was left out
+            self.report.update(corrupt_records={
+                "count": len(skipped), "records": [{"file": f, "record": i, "reason": r} for f, i, r in skipped]})
+        self.report.update(images_per_second=throughput.images_per_second(),
+                           steps=job.epochs * job.steps_per_epoch, optimizer_steps=optimizer_steps(loop))
+        if optimizer_steps(loop) == stepped_before:
+            why = (f"all {len(skipped)} training images read were skipped as corrupt (data.on_corrupt=skip)"
+                   if skipped else "no training batch reached it")
+            raise RunFailed(f"the optimizer never stepped: {why}; nothing was trained, so nothing is "
+                            "evaluated or exported")
+
+    def restore(self, batches):
+        """Load the plan's checkpoint into the loop (its variables built from ``batches`` first)."""
+        job, plan = self.job, self.plan
+        with job.runtime.scope():
+            batches = build_before_restore(job.loop, batches)
+            restore_checkpoint(job.loop, plan.restore_path, plan.random_states)
+        print(f"resumed from {plan.restore_path} (epoch {plan.start.epoch + 1}, batch {plan.start.batch}, "
+              f"step {plan.start.step})", flush=True)
+        return batches
+
+    def check_final_model(self) -> None:
+        check_final_model(self.job)
+
+    def evaluate(self) -> None:
+        job = self.job
+        if job.evaluator is None:
+            return
+        results = job.evaluator.evaluate(job.loop.embedding_model, job.source)
+        # A loop may measure what only it knows (BCT: old-vs-new verification).
+        results.update(job.loop.final_metrics(job.data))
+        if not {"heldout", "album"} & set(results):  # say so rather than report an empty evaluation
+            why = job.source.heldout_unavailable or f"data={self.cfg.data.name} has no held-out identities"
+            results["heldout"] = {"skipped": why}
+            print(f"note: no held-out verification: {why} (data.heldout_path=... adds held-out people)",
+                  flush=True)
+        self.report.update(final={"verification": results.get("heldout", {}),
+                                  **{k: v for k, v in results.items() if k != "heldout"}})
+        self.report.print_evaluation("final", results)
+        self.loggers.log_evaluation("final", results, step=optimizer_steps(job.loop))
+
+    def export(self) -> None:
+        from trainer.export.model_files import export_embedding_model, exportable
+
+        if not self.cfg.run.get("export", True):
+            return
+        job, records_dir = self.job, self.records_dir
+        model = exportable(job.loop.embedding_model)
+        path = export_embedding_model(model, records_dir)
+        self.report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
+        formats = self.cfg.run.get("export_formats") or []  # a name or a list: export_formats resolves both
+        if formats and job.runtime.is_chief:  # SavedModel / TFLite / ONNX, each checked: export/parity.json
+            from trainer.export.deploy import export_formats
+
+            parity = export_formats(model, os.path.dirname(path), formats, job.source, self.cfg.get("eval"),
+                                    source_path=path)
+            self.report.update(export_formats={
+                name: {k: row.get(k) for k in ("passed", "min_cosine", "accuracy", "error") if k in row}
+                for name, row in parity["formats"].items()})
+
+    # -- interruptions -----------------------------------------------------------------------------
+    def interrupted(self, interruption: signals.Interrupted) -> RunInterrupted:
+        """Save the state reached, record ``interrupted`` and say in one line how to resume."""
+        try:
+            problem = self.save_reached()
+        except Exception as error:  # the save itself failed (a full disk): keep what is there
+            problem = f"it could not be saved ({first_line(error)})"
+        reached = f" at step {self.reached.step}" if self.reached is not None and self.reached.step else ""
+        latest = latest_checkpoint(self.run_dir)
+        if latest is None:
+            line = f"interrupted ({interruption.name}){reached} before any checkpoint was saved"
+        else:
+            where = shown_path(io.join(checkpoint_dir(self.run_dir), latest["file"]))
+            saved_now = self.reached is not None and int(latest["step"]) == self.reached.step
+            line = (f"interrupted ({interruption.name}){reached}: saved {where}" if saved_now else
+                    f"interrupted ({interruption.name}){reached}: {problem + '; ' if problem else ''}"
+                    f"the last checkpoint is {where} (step {latest['step']})")
+        line += "; rerun the same command to resume" if latest else "; rerun the same command to start again"
+        self.report.interrupted(line)
+        return RunInterrupted(interruption.signum, line)
+
+    def save_reached(self) -> str | None:
+        """Write a checkpoint at the position reached unless one is there; why not, when it fails."""
+        reached, job = self.reached, self.job
+        if reached is None or reached.step == 0 or not job.runtime.is_chief:
+            return None
+        latest = latest_checkpoint(self.run_dir)
+        if latest and int(latest["step"]) == reached.step:
+            return None
+        path = save_checkpoint(job.loop, checkpoint_dir(self.run_dir), reached.epoch, reached.batch, reached.step,
+                               steps_per_epoch=job.steps_per_epoch, batch_size=job.batch_size)
+        return None if path else "its state is not finite and was not saved"
+
+    def _record_exit_now(self) -> None:
+        """A second signal ends the process at once: ``metrics.json`` still says so."""
+        if self.report is not None:
+            self.report.interrupted("interrupted twice: exited at once, without saving")
 
 
-def _data_error_line(error: BaseException) -> str | None:
+class StopAtSignal(TrainerCallback):
+    """Ends ``fit`` at the first step boundary after a signal and remembers the position there.
+
+    After the guards and the checkpoint callback: a step a guard stopped on is not the
+    position reached. The run saves the state at ``stopped_at`` once ``fit`` returns
+    (every backend has synchronised its variables by then).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at: tuple[int, int, int] | None = None  # (epoch, batch, step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if signals.pending() is None or self.model.stop_training:
+            return
+        self.model.stop_training = True
+        self.stopped_at = (self.epoch, self.batches_done(batch), self.global_step(batch))
+
+
+def optimizer_steps(loop) -> int:
+    return int(keras.ops.convert_to_numpy(loop.optimizer.iterations))
+
+
+@contextlib.contextmanager
+def data_mistakes():
     """The user's data mistake inside a TensorFlow error from the input pipeline, as one line."""
     import re
 
-    found = re.search(r"(corrupt record \d+ of [^\n]*?(?:data\.on_corrupt=skip|$))", str(error), re.M)
-    return found.group(1).strip() if found else None
+    try:
+        yield
+    except Exception as error:
+        found = re.search(r"(corrupt record \d+ of [^\n]*?(?:data\.on_corrupt=skip|$))", str(error), re.M)
+        if found is None:
+            raise
+        raise RunFailed(found.group(1).strip()) from None
 
 
-def _restore_without_training(job: Job, cfg: DictConfig) -> None:
-    """Load the checkpoint of a run whose every step is done (killed during evaluation or export)."""
-    from trainer.callbacks.checkpoint import build_before_restore
-
-    batches = job.batches(max(job.epochs - 1, 0), job.epochs)
-    with job.runtime.scope():
-        build_before_restore(job.loop, job.runtime.prepare_fit(job.loop, batches))
-        job.checkpoint.restore(job.loop)
-
-
-def _check_final_model(job: Job) -> None:
+def check_final_model(job: Job) -> None:
     """A model with non-finite weights or collapsed embeddings is a failed run, whatever on_nan said."""
     import numpy as np
-
-    from trainer.callbacks.checkpoint import non_finite_variable
 
     model = job.loop.embedding_model
     bad = non_finite_variable(model)
@@ -259,40 +374,6 @@ def _check_final_model(job: Job) -> None:
                         "lower optimizer.lr or use runtime.precision=float32")
 
 
-def _evaluate_and_export(job: Job, cfg: DictConfig, run_dir: str, report: "records.RunReport",
-                         loggers: "records.Loggers") -> None:
-    from trainer.export.model_files import export_embedding_model, exportable
-
-    if job.evaluator is not None:
-        results = job.evaluator.evaluate(job.loop.embedding_model, job.source)
-        # A loop may measure what only it knows (BCT: old-vs-new verification).
-        results.update(job.loop.final_metrics(job.data))
-        if not {"heldout", "album"} & set(results):  # say so rather than report an empty evaluation
-            why = job.source.heldout_unavailable or f"data={cfg.data.name} has no held-out identities"
-            results["heldout"] = {"skipped": why}
-            print(f"note: no held-out verification: {why} (data.heldout_path=... adds held-out people)",
-                  flush=True)
-        report.update(final={"verification": results.get("heldout", {}),
-                             **{k: v for k, v in results.items() if k != "heldout"}})
-        report.print_evaluation("final", results)
-        loggers.log_evaluation("final", results,
-                               step=int(keras.ops.convert_to_numpy(job.loop.optimizer.iterations)))
-    if cfg.run.get("export", True):
-        records_dir = job.runtime.worker_dir(run_dir)
-        model = exportable(job.loop.embedding_model)
-        path = export_embedding_model(model, records_dir)
-        report.update(export=os.path.relpath(path, records_dir) if "://" not in path else path)
-        formats = cfg.run.get("export_formats") or []  # a name or a list: export_formats resolves both
-        if formats and job.runtime.is_chief:  # SavedModel / TFLite / ONNX, each checked: export/parity.json
-            from trainer.export.deploy import export_formats
-
-            parity = export_formats(model, os.path.dirname(path), formats, job.source, cfg.get("eval"),
-                                    source_path=path)
-            report.update(export_formats={
-                name: {k: row.get(k) for k in ("passed", "min_cosine", "accuracy", "error") if k in row}
-                for name, row in parity["formats"].items()})
-
-
 def shown_path(path: str) -> str:
     """A path as a person wants to read it: relative when it is under the current folder."""
     if "://" in path or not os.path.isabs(path):
@@ -302,7 +383,7 @@ def shown_path(path: str) -> str:
 
 
 def main_job(cfg: DictConfig):
-    """The command line's job: one line on a user mistake, exit status 2."""
+    """The command line's job: one line on a user mistake (exit 2) or an interruption (143, 130)."""
     from hydra.core.hydra_config import HydraConfig
 
     OmegaConf.set_struct(cfg, False)
@@ -315,13 +396,11 @@ def main_job(cfg: DictConfig):
         print(finished)
         accuracy = to_plain(finished.metrics.get("final", {})).get("verification", {}).get("accuracy")
         return accuracy
-    except Preempted as error:
-        print(f"interrupted: {error}", file=sys.stderr)
-        sys.exit(PREEMPTED_EXIT_CODE)
-    except Terminated:
-        print("interrupted: SIGTERM before training finished; rerun the same command to resume",
+    except signals.Interrupted as interruption:  # RunInterrupted's line says what was saved
+        print(interruption if isinstance(interruption, RunInterrupted) else
+              f"interrupted ({interruption.name}) before the run started; nothing was written",
               file=sys.stderr)
-        sys.exit(PREEMPTED_EXIT_CODE)
+        sys.exit(interruption.exit_code)
     except (ConfigError, RunFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -1,11 +1,20 @@
 """One writer per run directory, and what a rerun of a finished run does.
 
-A job takes an exclusive lock on its run directory (``.lock``, an ``flock`` the
-kernel releases when the process dies, so a killed job never leaves a stale
-lock) before it writes anything, and holds it to the end. A second command on
-the same folder gets one line naming the folder and the process holding it.
-With the lock held, temporary files left by killed saves (``.tmp-*``) are
-removed: nobody else can be writing them.
+A job takes an exclusive lock on its run directory before it writes anything,
+and holds it to the end: an ``flock``, which the kernel releases when the
+process dies, so a killed job never leaves a stale lock. It is taken twice:
+on ``<run>/.lock`` (any user who can write the folder sees it) and on a file
+named after the folder's absolute path in a per-user lock folder outside it
+(``lock_folder()``). The second survives the run folder being deleted under a
+running job: a second job on the same path is still refused, where a lock held
+only on the deleted ``.lock`` would have let it in. (The folder's inode would
+not do: deleting and re-creating the folder gives a new one.) A second command
+on the same folder gets one line naming the folder and the process holding it.
+
+Temporary files of atomic writes are named ``.tmp-<pid>-...`` by their writer
+(``trainer.io``). With the lock held, a job removes those left by killed
+processes, and only those: a temporary whose writer is alive is not its own to
+delete, even when that writer lost its folder and lock.
 
 Object stores (``gs://``) have no locks; there the scheduler must run one job
 per run directory (docs/runtime.md).
@@ -14,9 +23,10 @@ per run directory (docs/runtime.md).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import socket
-import threading
+import tempfile
 import time
 
 from trainer.registry import ConfigError
@@ -26,49 +36,15 @@ TEMPORARY_PREFIX = ".tmp-"
 SCRATCH_FOLDERS = ("", "checkpoints", "export")  # where atomic writes leave temporaries
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived outside ``fit`` (where the checkpoint callback saves first)."""
-
-
-_TERMINATED = threading.Event()
-
-
-def raise_on_sigterm(signum, frame):
-    # Also remembered, and not raised inside a garbage-collection callback (JAX registers one):
-    # Python prints such an exception as "ignored" and drops it. The job checks the flag at
-    # each stage boundary instead.
-    _TERMINATED.set()
-    if not _inside_gc_callback(frame):
-        raise Terminated("SIGTERM")
-
-
-def _inside_gc_callback(frame) -> bool:
-    import gc
-
-    codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
-    while frame is not None:
-        if frame.f_code in codes:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def raise_if_terminated() -> None:
-    """At a stage boundary: stop with ``Terminated`` if a SIGTERM was swallowed on its way."""
-    if _TERMINATED.is_set():
-        raise Terminated("SIGTERM")
-
-
-def interrupt_on_sigterm() -> None:
-    """From now on SIGTERM interrupts the job like Ctrl-C, so every exit records its status."""
-    import signal
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_on_sigterm)
-
-
 class RunDirectoryBusy(ConfigError):
     """Another process holds the run directory."""
+
+
+def lock_folder() -> str:
+    """Where a user's run-folder locks live: outside every run folder, private to the user."""
+    folder = os.path.join(tempfile.gettempdir(), f"facetrain-locks-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return folder
 
 
 class RunLock:
@@ -77,31 +53,31 @@ class RunLock:
     def __init__(self, run_dir: str):
         self.run_dir = run_dir
         self.path = os.path.join(run_dir, LOCK_FILE)
-        self._handle = None
+        key = hashlib.sha1(os.path.realpath(run_dir).encode()).hexdigest()[:24]
+        self.path_lock = os.path.join(lock_folder(), f"{key}.lock")
+        self._handles = []
 
     def acquire(self) -> "RunLock":
         os.makedirs(self.run_dir, exist_ok=True)
-        handle = open(self.path, "a+")
+        holder = (f"process {os.getpid()} on {socket.gethostname()} since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({os.path.realpath(self.run_dir)})")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            for path in (self.path_lock, self.path):  # the one that survives the folder first
+                self._handles.append(_locked(path, self.run_dir))
+        except RunDirectoryBusy:
+            self.release()
+            raise
+        for handle in self._handles:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise RunDirectoryBusy(f"{self.run_dir} is in use by {holder}; wait for it to finish, "
-                                   "or give this run its own folder (run.name=...)") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        handle.flush()
-        self._handle = handle
+            handle.truncate()
+            handle.write(holder + "\n")
+            handle.flush()
         return self
 
     def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing drops the flock
-            self._handle = None
+        for handle in self._handles:
+            handle.close()  # closing drops the flock
+        self._handles = []
 
     def __enter__(self):
         return self.acquire()
@@ -111,8 +87,37 @@ class RunLock:
         return False
 
 
+def _locked(path: str, run_dir: str):
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip().split(" (")[0] or "another process"
+        handle.close()
+        raise RunDirectoryBusy(f"{run_dir} is in use by {holder}; wait for it to finish, "
+                               "or give this run its own folder (run.name=...)") from None
+    return handle
+
+
+def writer_pid(name: str) -> int | None:
+    """The writer's process id in a temporary's name (``.tmp-<pid>-...``), or None."""
+    pid = name[len(TEMPORARY_PREFIX):].split("-", 1)[0]
+    return int(pid) if name.startswith(TEMPORARY_PREFIX) and pid.isdigit() else None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def remove_leftover_temporaries(run_dir: str) -> list[str]:
-    """Delete ``.tmp-*`` files of interrupted atomic writes (call only with the lock held)."""
+    """Delete the ``.tmp-<pid>-*`` files of atomic writes whose writer has died (lock held)."""
     removed = []
     for sub in SCRATCH_FOLDERS:
         folder = os.path.join(run_dir, sub)
@@ -120,9 +125,14 @@ def remove_leftover_temporaries(run_dir: str) -> list[str]:
             continue
         for name in os.listdir(folder):
             path = os.path.join(folder, name)
-            if name.startswith(TEMPORARY_PREFIX) and os.path.isfile(path):
+            pid = writer_pid(name)
+            if pid is None or pid == os.getpid() or process_alive(pid) or not os.path.isfile(path):
+                continue
+            try:
                 os.remove(path)
-                removed.append(path)
+            except FileNotFoundError:  # its writer finished it after all
+                continue
+            removed.append(path)
     return removed
 
 
@@ -130,7 +140,7 @@ def check_writable(run_dir: str) -> None:
     """One line when the run folder cannot be created or written (before any work)."""
     try:
         os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, f"{TEMPORARY_PREFIX}write-test-{os.getpid()}")
+        probe = os.path.join(run_dir, f"{TEMPORARY_PREFIX}{os.getpid()}-write-test")
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)

@@ -21,7 +21,7 @@ import trainer
 from trainer.io import write_json
 from trainer.callbacks.checkpoint import Checkpoint, restorable_checkpoint
 from trainer.registry import ConfigError
-from trainer.run import AlreadyFinished, RunFailed, _check_final_model
+from trainer.run import AlreadyFinished, RunFailed, check_final_model
 from trainer.run_dir import RunDirectoryBusy, RunLock
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -167,10 +167,10 @@ def test_a_model_with_zero_or_non_finite_embeddings_fails_the_run():
                              keras.layers.Dense(4, kernel_initializer="zeros")])
     Job.loop = type("Loop", (), {"embedding_model": zero})
     with pytest.raises(RunFailed, match="embeddings are not finite or are zero"):
-        _check_final_model(Job)
+        check_final_model(Job)
     zero.layers[-1].kernel.assign(np.full((192, 4), np.nan, "float32"))
     with pytest.raises(RunFailed, match="is not finite"):
-        _check_final_model(Job)
+        check_final_model(Job)
 
 
 def test_metrics_json_is_strict(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from trainer.callbacks.checkpoint import Segment, resume_segments
+from trainer.resume import Segment, resume_segments
 from trainer.registry import ConfigError
 from trainer.runtime import setup_runtime, worker_dir
 

@@ -1,4 +1,4 @@
-"""Checkpoints of the whole training state, written atomically, and resume to the batch.
+"""Checkpoints of the whole training state: written atomically, found, read.
 
 A checkpoint is one ``.weights.h5`` file holding the loop's variables (model,
 head, stateful-loss state) and the optimizer's (its step counter included, so
@@ -9,21 +9,18 @@ replaced only after the weights file is complete, so a crash never leaves it
 pointing at half a file; on ``gs://`` the file is written locally and uploaded
 as one object.
 
-Resume is exact to the batch: the pipeline gives each epoch its own seeded
-order, so the run skips the ``batch`` batches of the interrupted epoch already
-trained, finishes that epoch in a first ``fit`` call, and continues with whole
-epochs in a second one (``resume_segments``).
-
-SIGTERM (what a preempted Cloud TPU VM or Kubernetes sends) makes the callback
-save at the end of the current step and stop training; the run then ends with
-status ``interrupted`` and exit code 143, and rerunning the command resumes.
+This module has plain functions (``save_checkpoint``, ``restore_checkpoint``
+and the finders) and the ``Checkpoint`` callback, which only saves: at epoch
+ends, every ``every_steps`` steps and/or ``every_seconds``. Where a run resumes
+is the runner's (``trainer.resume``), and so is the save at the step an
+interruption reached (``trainer.signals``), with or without this callback.
 
 A checkpoint is written only when every variable (weights, BatchNorm
 statistics, optimizer slots) is finite, so "the last good checkpoint" is good.
 Each weights file has a ``ckpt-<step>.json`` beside it with its data position:
 when the newest file is unreadable (a truncated copy, a full disk), resume
-falls back to the newest one that reads, with a warning. A run prunes only
-checkpoints it wrote itself, and only after a newer one is on disk.
+falls back to the newest one that reads, with a warning. The callback prunes
+only checkpoints it wrote itself, and only after a newer one is on disk.
 """
 
 from __future__ import annotations
@@ -32,10 +29,7 @@ import itertools
 import json
 import math
 import os
-import signal
-import threading
 import time
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -141,151 +135,87 @@ def checkpoint_at(path: str, steps_per_epoch: int | None = None) -> dict:
     return {**state, "folder": folder}
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One ``fit`` call: epochs ``[start_epoch, end_epoch)``; the first skips ``skip_batches``."""
+def save_checkpoint(model, folder: str, epoch: int, batch: int, step: int, *,
+                    steps_per_epoch: int, batch_size: int | None) -> str | None:
+    """Write ``model``'s full state at data position (``epoch``, ``batch``) = global ``step``.
 
-    start_epoch: int
-    end_epoch: int
-    skip_batches: int = 0
-
-
-def resume_segments(epoch: int, batch: int, epochs: int, steps_per_epoch: int) -> list[Segment]:
-    """The ``fit`` calls that train from data position (``epoch``, ``batch``) to the end.
-
-    Keras's ``fit`` has no partial first epoch, so a mid-epoch resume is two
-    calls: the rest of the interrupted epoch (``steps_per_epoch - batch`` steps),
-    then the whole epochs after it.
+    Returns the weights file's path, or None when a variable is not finite (a
+    checkpoint must be good to resume from: the last one that was stays newest).
     """
-    if batch >= steps_per_epoch:  # saved on the epoch's last batch
-        epoch, batch = epoch + 1, 0
-    if epoch >= epochs:
-        return []
-    if batch == 0:
-        return [Segment(epoch, epochs)]
-    segments = [Segment(epoch, epoch + 1, batch)]
-    if epoch + 1 < epochs:
-        segments.append(Segment(epoch + 1, epochs))
-    return segments
+    bad = non_finite_variable(model)
+    if bad is not None:
+        print(f"warning: not saving step {step}: {bad} is not finite", flush=True)
+        return None
+    name = f"{PREFIX}{step:09d}{SUFFIX}"
+    io.makedirs(folder)
+    io.save_file(io.join(folder, name), model.save_weights)
+    state = {"file": name, "epoch": int(epoch), "batch": int(batch), "step": int(step),
+             "optimizer_step": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+             "steps_per_epoch": int(steps_per_epoch), "batch_size": batch_size,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "random_states": [keras.ops.convert_to_numpy(v.value).tolist() for v in random_states(model)]}
+    text = json.dumps(state, indent=2) + "\n"
+    io.write_text(io.join(folder, name[:-len(SUFFIX)] + ".json"), text)
+    io.write_text(io.join(folder, LATEST), text)  # last: it names a complete file
+    return io.join(folder, name)
+
+
+def restore_checkpoint(model, path: str, saved_random_states=None) -> None:
+    """Load the weights file ``path`` into ``model`` (built, optimizer too) and its random states."""
+    try:
+        io.load_file(path, model.load_weights)
+    except (ValueError, KeyError) as error:
+        raise ConfigError(f"the checkpoint {path} does not fit this model ({first_line(error)}); "
+                          "was the config changed? resume with the same command, or start fresh "
+                          "with trainer.resume=never") from None
+    states = random_states(model)
+    if saved_random_states is not None and len(saved_random_states) == len(states):
+        for variable, value in zip(states, saved_random_states):
+            variable.assign(np.asarray(value, variable.dtype))
 
 
 @CALLBACKS.register("checkpoint")
 class Checkpoint(TrainerCallback):
-    """Save at each epoch end, every ``every_steps`` steps and/or ``every_seconds``; restore on start."""
+    """Save at each epoch end, every ``every_steps`` steps and/or every ``every_seconds``."""
 
-    def __init__(self, run_dir, every_steps: int = 0, every_seconds: float = 0, keep: int = 2,
-                 save_on_sigterm: bool = True, config=None):
+    def __init__(self, run_dir, every_steps: int = 0, every_seconds: float = 0, keep: int = 2, config=None):
         super().__init__()
-        self.run_dir = str(run_dir)
-        self.folder = checkpoint_dir(self.run_dir)
+        from trainer.runtime import worker_index
+
+        self.folder = checkpoint_dir(str(run_dir))
         self.every_steps = int(every_steps or 0)
         self.every_seconds = float(every_seconds or 0)
         self.keep = max(int(keep), 1)
-        self.save_on_sigterm = bool(save_on_sigterm)
-        self.restore_from = None     # set by choose_restore(): the state to resume from
-        self.writes = True           # False on non-chief workers of a multi-worker job
-        self.preempted = False
-        self.saved: dict | None = None
-        self._restored = False
-        self._last_saved_step = -1
+        trainer_node = config.get("trainer") if config is not None else None
+        self.batch_size = int(trainer_node.batch_size) if trainer_node is not None else None
+        # Only the chief of a multi-worker job writes (every worker holds the same weights).
+        self.writes = config is None or worker_index(config.get("runtime")) == 0
+        self._last_saved_step = None  # the step the current fit started from, then each save
         self._last_save_time = time.monotonic()
-        self._sigterm = threading.Event()
-        self._previous_handler = None
         self._done_in_epoch = 0
         self._written: list[str] = []  # checkpoints of this run, the only ones it prunes
-        self.batch_size = None
-
-    def choose_restore(self, resume: str, steps_per_epoch: int | None = None) -> dict | None:
-        """Where to resume from: ``auto`` (this run's newest readable checkpoint), ``never``, or a path."""
-        if resume == "never":
-            self.restore_from = None
-        elif resume == "auto":
-            self.restore_from = restorable_checkpoint(self.folder)
-        else:
-            self.restore_from = checkpoint_at(resume, steps_per_epoch)
-        return self.restore_from
-
-    def restore_path(self) -> str:
-        return io.join(self.restore_from.get("folder", self.folder), self.restore_from["file"])
-
-    def restore(self, model) -> None:
-        """Load the chosen checkpoint into ``model`` (built) and its optimizer, once."""
-        if not self.restore_from or self._restored:
-            return
-        path = self.restore_path()
-        try:
-            io.load_file(path, model.load_weights)
-        except (ValueError, KeyError) as error:
-            raise ConfigError(f"the checkpoint {path} does not fit this model ({first_line(error)}); "
-                              "was the config changed? resume with the same command, or start fresh "
-                              "with trainer.resume=never") from None
-        saved_states = self.restore_from.get("random_states")
-        states = random_states(model)
-        if saved_states is not None and len(saved_states) == len(states):
-            for variable, value in zip(states, saved_states):
-                variable.assign(np.asarray(value, variable.dtype))
-        print(f"resumed from {path} (epoch {self.initial_epoch + 1}, batch {self.initial_batch}, "
-              f"step {self.restore_from.get('step')})", flush=True)
-        self._last_saved_step = int(self.restore_from.get("step", 0))
-        self._restored = True
-
-    # -- where to resume --------------------------------------------------
-    @property
-    def initial_epoch(self) -> int:
-        return int(self.restore_from["epoch"]) if self.restore_from else 0
-
-    @property
-    def initial_batch(self) -> int:
-        return int(self.restore_from.get("batch", 0)) if self.restore_from else 0
 
     def check_compatible(self, steps_per_epoch: int, batch_size: int) -> None:
-        """A resumed run must cut epochs into the same batches, or the data position is wrong."""
+        """The batch size the checkpoints record, for a caller that trains other batches than the
+        config's (``trainer.bench``); the runner's resume plan checks compatibility itself."""
         self.batch_size = int(batch_size)
-        if not self.restore_from:
-            return
-        for key, value in (("steps_per_epoch", steps_per_epoch), ("batch_size", batch_size)):
-            saved = self.restore_from.get(key)
-            if saved is not None and int(saved) != int(value):
-                raise ConfigError(
-                    f"the checkpoint in {self.folder} was trained with {key}={saved}, this run has "
-                    f"{value}; keep the same trainer settings to resume, or start fresh with "
-                    "trainer.resume=never (or another run.name)")
 
     # -- keras hooks ------------------------------------------------------
     def on_train_begin(self, logs=None):
-        # fit() has built the model and optimizer by now, so every variable exists to load into.
-        if not self._restored:
-            self._last_saved_step = 0
-            self.restore(self.model)
-        self._restored = True
+        self._last_saved_step = None
         self._last_save_time = time.monotonic()
-        if self.save_on_sigterm and threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def on_train_end(self, logs=None):
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_handler)
-            self._previous_handler = None
-
-    def _on_sigterm(self, signum, frame):
-        self._sigterm.set()  # acted on at the end of the running step
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         self._done_in_epoch = self.batch_offset
+        if self._last_saved_step is None:  # a resumed fit counts its steps from where it starts
+            self._last_saved_step = epoch * self.steps_per_epoch + self.batch_offset
 
     def on_train_batch_end(self, batch, logs=None):
         self._done_in_epoch = self.batches_done(batch)
         if self.model.stop_training:  # a guard stopped on a bad step: keep the last good state
             return
         step = self.global_step(batch)
-        if self._sigterm.is_set():
-            self.save(self.epoch, self._done_in_epoch, step)
-            self.preempted = True
-            self.model.stop_training = True
-            print(f"SIGTERM: saved step {step} to {self.folder}; rerun the same command to resume",
-                  flush=True)
-            return
         due_steps = self.every_steps and step // self.every_steps > self._last_saved_step // self.every_steps
         due_time = self.every_seconds and time.monotonic() - self._last_save_time >= self.every_seconds
         if (due_steps or due_time) and self._done_in_epoch < self.steps_per_epoch:
@@ -293,8 +223,8 @@ class Checkpoint(TrainerCallback):
 
     def on_epoch_end(self, epoch, logs=None):
         complete = not self.steps_per_epoch or self._done_in_epoch >= self.steps_per_epoch
-        if complete and not (self.model.stop_training and not self.preempted):
-            self.save(epoch + 1, 0, (epoch + 1) * self.steps_per_epoch)
+        if complete and not self.model.stop_training:  # stopped: a guard's bad step, or an interruption
+            self.save(epoch + 1, 0, (epoch + 1) * self.steps_per_epoch)  # (the runner saves that one)
         super().on_epoch_end(epoch, logs)
 
     # -- saving -----------------------------------------------------------
@@ -302,29 +232,14 @@ class Checkpoint(TrainerCallback):
         """Write the full state at data position (``epoch``, ``batch``) = global ``step``."""
         self._last_saved_step = step
         self._last_save_time = time.monotonic()
-        if not self.writes or self.saved and self.saved.get("step") == step:
+        if not self.writes:
             return None
-        bad = non_finite_variable(self.model)
-        if bad is not None:  # a checkpoint must be good to resume from: keep the last one that was
-            print(f"warning: not saving step {step}: {bad} is not finite", flush=True)
-            return None
-        name = f"{PREFIX}{step:09d}{SUFFIX}"
-        io.makedirs(self.folder)
-        io.save_file(io.join(self.folder, name), self.model.save_weights)
-        optimizer = self.model.optimizer
-        state = {"file": name, "epoch": int(epoch), "batch": int(batch), "step": int(step),
-                 "optimizer_step": int(keras.ops.convert_to_numpy(optimizer.iterations)),
-                 "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
-                 "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 "random_states": [keras.ops.convert_to_numpy(v.value).tolist()
-                                   for v in random_states(self.model)]}
-        text = json.dumps(state, indent=2) + "\n"
-        io.write_text(io.join(self.folder, name[:-len(SUFFIX)] + ".json"), text)
-        io.write_text(io.join(self.folder, LATEST), text)
-        self.saved = state
-        self._written.append(name)
-        self._prune()
-        return io.join(self.folder, name)
+        path = save_checkpoint(self.model, self.folder, epoch, batch, step,
+                               steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size)
+        if path is not None:
+            self._written.append(path.rsplit("/", 1)[-1])
+            self._prune()
+        return path
 
     def _prune(self) -> None:
         """Remove this run's older checkpoints beyond ``keep`` (the newest is already on disk)."""
