@@ -22,7 +22,7 @@ def run_bench(tmp_path, *overrides, backend="tensorflow"):
     return json.loads(output.read_text()), result.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_tensorflow_report(tmp_path):
     report, stdout = run_bench(tmp_path)
     for part in ("framework", "minimal", "pipeline"):
@@ -38,7 +38,7 @@ def test_bench_tensorflow_report(tmp_path):
     assert "framework / minimal" in stdout and "pipeline / framework" in stdout
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_bench_jax_in_memory_without_data(tmp_path):
     """The H100 recipe's path at toy sizes: JAX, random in-memory batches, no data set, no pipeline."""
     pytest.importorskip("jax")

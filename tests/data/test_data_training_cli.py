@@ -13,7 +13,7 @@ from test_data_formats import make_images, write_folder, write_rec  # noqa: E402
 from tests.helpers import read_tensorboard_scalars  # noqa: E402
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_recordio_trains_with_the_verification_callback(tmp_path, run_cli):
     from trainer.evaluation.verification import write_bin
 
@@ -36,7 +36,7 @@ def test_recordio_trains_with_the_verification_callback(tmp_path, run_cli):
     assert board["verification/tiny/accuracy"] == pytest.approx(history[-1]["results"]["tiny"]["accuracy"])
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_folder_trains_and_a_missing_path_is_one_line(tmp_path, run_cli):
     path = write_folder(tmp_path / "faces", make_images(classes=5, per_class=8, size=20))
     result = run_cli("debug=smoke", "run.name=folder", "data=folder", f"data.path={path}",

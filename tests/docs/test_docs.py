@@ -206,7 +206,7 @@ def run_python(args, cwd, pythonpath, timeout=600):
                           env=environment, timeout=timeout)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_documented_error_lines_are_what_the_command_prints(tmp_path):
     text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     pairs = re.findall(r"^\s*\$ (python -m trainer [^\n]+)\n\s*(error: [^\n]+)$", text, re.M)
@@ -217,7 +217,7 @@ def test_documented_error_lines_are_what_the_command_prints(tmp_path):
         assert result.returncode == 2 and result.stderr.strip() == expected, (command, result.stderr)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_listing_and_printing_commands_run_as_written(tmp_path):
     listed = run_python(["-m", "trainer.list", "loss", "*face*"], tmp_path, [REPO])
     assert listed.returncode == 0 and "arcface" in listed.stdout and "Traceback" not in listed.stderr
@@ -248,7 +248,7 @@ def with_examples(tmp_path, document):
     return copy, files, selections
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("document", [d for d in DOCUMENTS if examples_of(d)])
 def test_worked_examples_train_together(document, tmp_path):
     copy, files, selections = with_examples(tmp_path, document)
@@ -265,7 +265,7 @@ def test_worked_examples_train_together(document, tmp_path):
     assert "final verification (heldout)" in job.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_readme_loss_passes_the_contract_harness(tmp_path):
     copy, _, _ = with_examples(tmp_path, "README.md")
     result = run_python(["-m", "trainer.testing", "loss=my_margin"], tmp_path, [str(copy)])
@@ -273,7 +273,7 @@ def test_readme_loss_passes_the_contract_harness(tmp_path):
     assert "FAIL" not in result.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_readme_plugin_is_a_real_distribution(tmp_path):
     """The README's plugin, built and pip-installed: one registration, listed, trained."""
     readme = examples_of("README.md")
@@ -300,7 +300,7 @@ def test_readme_plugin_is_a_real_distribution(tmp_path):
 
 # -- Python blocks -----------------------------------------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_readme_python_api_runs_as_written(tmp_path):
     text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     (api,) = [code for paragraph, _, code in code_blocks(text) if code.startswith("import trainer\n")]

@@ -179,7 +179,7 @@ def test_the_command_answers_help_and_refuses_mistakes_in_one_line(tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_command_writes_parity_json_and_strict_fails_on_a_missed_tolerance(tmp_path, monkeypatch):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")

@@ -192,7 +192,7 @@ def test_command_line_config_dir_is_checked_before_the_job(capsys, broken_config
 
 # -- end to end, as a user runs it (each costs a TensorFlow import) ---------------
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_batch_size_zero_is_one_line_and_no_run(run_cli, tmp_path):
     line = one_error_line(run_cli("trainer.batch_size=0", timeout=300))
     assert line.startswith("error: trainer.batch_size=0 is out of range: trainer.batch_size must "
@@ -200,7 +200,7 @@ def test_cli_batch_size_zero_is_one_line_and_no_run(run_cli, tmp_path):
     assert not os.path.exists(tmp_path / "runs")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_yaml_error_in_config_dir_is_one_line(run_cli, broken_config_dir):
     line = one_error_line(run_cli(f"--config-dir={broken_config_dir}", "loss=broken", timeout=300))
     assert line.startswith(f"error: {broken_config_dir / 'loss' / 'broken.yaml'}:3:7: YAML syntax error")

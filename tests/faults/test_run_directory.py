@@ -183,7 +183,7 @@ def test_metrics_json_is_strict(tmp_path):
     assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": None, "scale": None, "ok": [1.5, None]}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigterm_during_start_up_records_interrupted(tmp_path):
     """SIGTERM while the data set is generated: exit 143 and status interrupted, not running."""
     env = {**os.environ, "PYTHONPATH": REPO, "TFDS_DATA_DIR": str(tmp_path / "tfds")}

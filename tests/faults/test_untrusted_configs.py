@@ -126,14 +126,14 @@ def test_model_files_with_code_are_refused_and_say_why(tmp_path, marker):
 
 # -- end to end, as a user runs it (each costs a TensorFlow import) ---------------
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_loss_os_system_runs_nothing(run_cli, marker):
     line = one_error_line(run_cli("loss.name=os.system", f"+loss.command=touch {marker}", timeout=300))
     assert line.startswith("error: loss: loss 'os.system' is refused")
     assert not marker.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cli_augment_os_system_runs_nothing(run_cli, marker):
     line = one_error_line(run_cli(f"augment.ops=[{{name: os.system, command: 'touch {marker}'}}]",
                                   timeout=300))

@@ -16,7 +16,7 @@ import pytest
 import trainer
 from trainer.run import Preempted
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 STOP_AT_STEP = 4  # mid-epoch: the second epoch of 3 steps
 
 

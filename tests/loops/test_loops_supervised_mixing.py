@@ -53,7 +53,7 @@ def test_mixed_loss_is_weighted_per_sample_and_state_updates_once(name):
         pytest.approx(float(np.mean(first)), rel=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_mixup_preset_smoke(run_cli, tmp_path):
     done = run_cli("augment=mixup", "debug=smoke", "loss=curricularface", "run.name=mixup")
     assert done.returncode == 0, done.stderr[-3000:]

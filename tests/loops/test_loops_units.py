@@ -121,7 +121,7 @@ def test_projector_head_shapes_and_config():
     assert type(head).from_config(head.get_config()).get_config() == head.get_config()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_bct_preset_smoke_reports_cross_model_accuracy(run_cli, tmp_path):
     """The default job exports an old model; the BCT preset trains against it and reports."""
     done = run_cli("debug=smoke", "run.name=old", "eval.pairs=32")

@@ -366,7 +366,7 @@ def test_missing_or_foreign_files_are_one_line(tmp_path):
         BACKBONES.build({**SMALL_IRESNET, "weights": str(foreign)}, input_shape=(32, 32, 3))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_iresnet_from_the_new_onnx_exporter(tmp_path):
     """torch.onnx's torch.export-based exporter (the default since PyTorch 2.9) folds differently."""
     pytest.importorskip("onnxscript")
@@ -381,7 +381,7 @@ def test_iresnet_from_the_new_onnx_exporter(tmp_path):
     assert np.max(np.abs(unit(model(pixels(size), training=False)) - unit(expected))) <= TOLERANCE
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_iresnet50_state_dict_and_onnx_at_112(tmp_path):
     """The real size: insightface's iresnet50 with a 512-d E neck (25,088-wide flatten)."""
     torch, IResNet, _ = torch_models()

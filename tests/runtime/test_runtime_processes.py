@@ -13,7 +13,7 @@ from io import BytesIO
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # A few steps of a tiny job on in-memory faces (no TFDS generation, no untrained evaluation).

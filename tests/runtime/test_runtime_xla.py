@@ -12,7 +12,7 @@ import pytest
 
 from trainer.config import compose
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 LOSSES = ["adacos", "adaface", "arcface", "circle", "combined", "contrastive", "cosface",
           "curricularface", "elasticface_arc", "elasticface_cos", "magface", "multi_similarity",

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def read_metrics(run_dir):

@@ -49,7 +49,7 @@ def perturb_normalisation(model, seed):
             variable.assign(rng.uniform(-0.1, 0.1, variable.shape).astype(variable.dtype))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_exports_load_with_plain_keras_and_reproduce_embeddings(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
     np.save(tmp_path / "images.npy", images)

@@ -25,7 +25,7 @@ def models(tmp_path_factory):
     return str(root / "trained" / "export" / "embedding.keras"), untrained
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_gate_holds_an_update_that_breaks_albums_and_releases_a_model_against_itself(models, tmp_path, capsys):
     trained, untrained = models
     assert gate.main([f"new_model={trained}", f"old_model={untrained}", f"output={tmp_path / 'hold'}"]) == 1

@@ -21,7 +21,7 @@ from tests.helpers import read_tensorboard_scalars, read_wandb_offline
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGES = ("trainer", "losses", "augment", "models", "loops", "conf", "hydra_plugins")
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

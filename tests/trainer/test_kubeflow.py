@@ -215,7 +215,7 @@ def untrained_model(tmp_path):
     return export_embedding_model(exportable(build_embedding_model(cfg, 32)), str(tmp_path / "untrained"))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_local_run_releases_a_first_model_and_holds_an_update_that_breaks_albums(tmp_path, untrained_model, capsys):
     pytest.importorskip("kfp")
     root, release = tmp_path / "kfp", tmp_path / "release"

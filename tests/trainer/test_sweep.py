@@ -46,7 +46,7 @@ def trial_metrics(sweep_dir, number):
         return json.load(f)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_pruned_sweep_resumes_from_its_sqlite_study(run_cli, tmp_path):
     result = run_cli(*SMOKE, *PRUNE_ALL, "hydra.sweeper.n_trials=2", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
