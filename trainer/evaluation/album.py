@@ -163,14 +163,14 @@ def continuation(table: np.ndarray, albums: np.ndarray, candidates: np.ndarray) 
     return result
 
 
-def breakage_counts(before, after, min_size: int = 2, split_share: float = 0.25) -> dict:
-    """How a new clustering of the same photos treats the previous albums.
+def album_outcomes(before, after, min_size: int = 2, split_share: float = 0.25) -> list[dict]:
+    """What happens to each previous album in a new clustering of the same photos (the rules of
+    ``breakage_counts``), for showing them one by one.
 
-    Albums are previous clusters of at least ``min_size`` photos; each continues in the new
-    cluster it is matched to (``continuation``). An album is **mixed** when its continuation
-    also holds photos of another album (photos that were not in any album joining it are
-    growth), **split** when at least ``split_share`` of its photos land outside the
-    continuation in other album-sized new clusters, **disappeared** when nothing continues it.
+    One dict per album, in first-photo order of ``before``: ``cluster`` (its label in
+    ``first_member_order(before)``), ``continuation`` (the label in ``first_member_order(after)``
+    of the new cluster that continues it, or None), and the flags ``mixed``, ``split``,
+    ``disappeared``.
     """
     before, after = first_member_order(before), first_member_order(after)
     if len(before) != len(after):
@@ -181,18 +181,33 @@ def breakage_counts(before, after, min_size: int = 2, split_share: float = 0.25)
     candidates = table.sum(0) >= min_size
     matched = continuation(table, albums, candidates)
     album_photos = table[albums].sum(0)  # per new cluster, photos that were in some album
-    counts = {"albums": int(albums.sum()), "mixed": 0, "disappeared": 0, "split": 0}
+    outcomes = []
     for row in np.flatnonzero(albums):
-        column = matched[row]
+        column = int(matched[row])
         if column < 0:
-            counts["disappeared"] += 1
+            outcomes.append({"cluster": int(row), "continuation": None, "mixed": False, "split": False,
+                             "disappeared": True})
             continue
-        if album_photos[column] > table[row, column]:
-            counts["mixed"] += 1
         elsewhere = table[row, candidates].sum() - table[row, column]
-        if elsewhere > 0 and elsewhere >= split_share * table[row].sum():
-            counts["split"] += 1
-    return counts
+        outcomes.append({"cluster": int(row), "continuation": column,
+                         "mixed": bool(album_photos[column] > table[row, column]),
+                         "split": bool(elsewhere > 0 and elsewhere >= split_share * table[row].sum()),
+                         "disappeared": False})
+    return outcomes
+
+
+def breakage_counts(before, after, min_size: int = 2, split_share: float = 0.25) -> dict:
+    """How a new clustering of the same photos treats the previous albums.
+
+    Albums are previous clusters of at least ``min_size`` photos; each continues in the new
+    cluster it is matched to (``continuation``). An album is **mixed** when its continuation
+    also holds photos of another album (photos that were not in any album joining it are
+    growth), **split** when at least ``split_share`` of its photos land outside the
+    continuation in other album-sized new clusters, **disappeared** when nothing continues it.
+    """
+    outcomes = album_outcomes(before, after, min_size, split_share)
+    return {"albums": len(outcomes), **{key: sum(o[key] for o in outcomes)
+                                        for key in ("mixed", "disappeared", "split")}}
 
 
 def breakage_rates(counts: dict) -> dict:
