@@ -1,9 +1,12 @@
 """``python -m trainer [group=option ...] [group.key=value ...]``: run one training job.
 
-Mistakes in the command line are reported in one line before Hydra starts;
-everything else is Hydra's usual behaviour (``--multirun``, ``--cfg job``, ...).
+Mistakes in the command line are reported in one line before Hydra starts (and before
+TensorFlow is imported); everything else is Hydra's usual behaviour (``--multirun``,
+``--cfg job``, ...). The run's console, warnings and any traceback go to ``<run>/train.log``;
+every failure ends under the contract of ``trainer/commands/edge.py``.
 """
 
+import os
 import sys
 
 # Hydra's flags that take the next argument as their value.
@@ -38,36 +41,30 @@ def _arguments(argv):
     return overrides, flags, config_dirs, other
 
 
-def _split_value(overrides):
-    """A one-line error for a value with spaces that the shell split into two arguments."""
-    for previous, argument in zip([None, *overrides], overrides):
-        if "=" in argument or argument.startswith("~"):
-            continue
-        if previous is not None and "=" in previous:
-            return (f"'{argument}' is not key=value: it looks like the rest of "
-                    f"{previous.partition('=')[0]}; quote a value with spaces as one argument: "
-                    f"'{previous} {argument}'")
-        return f"'{argument}' is not key=value (group=option, group.key=value or ~group.key)"
-    return None
-
-
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    from trainer import signals
+    from trainer.commands import command_config, edge
 
-    try:
-        with signals.handling():  # from the first moment: a job stopped at start-up says so
-            return _main(argv)
-    except signals.Interrupted as interruption:
-        print(f"interrupted ({interruption.name}) during start-up; nothing was written", file=sys.stderr)
-        return interruption.exit_code
+    process = argv is None
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in command_config.VERSION_FLAGS for a in argv):  # facetrain's, not Hydra's
+        print(command_config.version_text())
+        return 0
+
+    def body() -> int:
+        from trainer import signals
+
+        try:
+            with signals.handling():  # from the first moment: a job stopped at start-up says so
+                return _main(argv)
+        except signals.Interrupted as interruption:
+            print(f"interrupted ({interruption.name}) during start-up; nothing was written", file=sys.stderr)
+            return interruption.exit_code
+
+    return edge.run("train", body, process)
 
 
 def _main(argv) -> int:
-    if not any(a in ("-h", "--help", "--hydra-help") for a in argv):  # Hydra answers those
-        from trainer.console import quiet_startup
-
-        quiet_startup()
+    from trainer.commands.command_config import split_value_problem
     from trainer.config import compose, register_resolvers, with_searchpath
     from trainer.registry import ConfigError
 
@@ -76,27 +73,59 @@ def _main(argv) -> int:
     # Only --config-dir changes what a plain job composes; other flags (--multirun sweeps,
     # --cfg, --info, other config names) are Hydra's to handle.
     if not other_flags:
-        try:
-            problem = _split_value(overrides)
-            if problem:
-                raise ConfigError(problem)
-            # names, keys, numbers and component classes checked before Hydra starts the job
-            compose(overrides, config_dirs=config_dirs)
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        problem = split_value_problem(overrides)
+        if problem:
+            raise ConfigError(problem)
+        # names, keys, numbers and component parameters checked before Hydra starts the job
+        compose(overrides, config_dirs=config_dirs)
 
     import hydra
 
     @hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")
     def run(cfg):
-        from trainer.run import main_job
-
-        return main_job(cfg)
+        return run_job(cfg)
 
     sys.argv = [sys.argv[0], *flags, *with_searchpath(overrides)]
     run()
     return 0
+
+
+def run_job(cfg):
+    """One Hydra job: its log is ``<run>/train.log``; a job refused before it started leaves no folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from trainer.commands import edge
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    fresh = set(os.listdir(run_dir)) <= {".hydra"}  # nothing of an earlier attempt
+    edge.log_to(os.path.join(run_dir, "train.log"))
+    try:
+        from trainer.run import main_job
+
+        return main_job(cfg)
+    except SystemExit as exit:  # the runner's own status (a refused run is 2)
+        if exit.code == edge.EXIT_MISTAKE and fresh:
+            _remove_unstarted(run_dir)
+        raise
+    except BaseException as error:  # noqa: BLE001 - classified once, at the edge
+        status = edge.finish("train", error)
+        if status == edge.EXIT_MISTAKE and fresh:
+            _remove_unstarted(run_dir)
+        sys.exit(status)
+
+
+def _remove_unstarted(run_dir: str) -> None:
+    """A fresh folder of a job that stopped before its work started: no checkpoint, no export."""
+    import shutil
+
+    from trainer.console import command_log
+
+    if {"checkpoints", "export"} & set(os.listdir(run_dir)):
+        return
+    log = command_log()
+    if log is not None:
+        log.detach()
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ class Registry:
                  base: str | tuple[str, ...] | None = None):
         self.kind = kind
         self.base = (base,) if isinstance(base, str) else tuple(base or ())
-        self._builtin_modules = tuple(builtin_modules)
+        self.builtin_modules = tuple(builtin_modules)
         self._entries: dict[str, Callable] = {}
         self._origins: dict[str, str] = {}
         self._loaded = False
@@ -205,29 +205,55 @@ class Registry:
         self._origins[name] = origin
 
     # -- lookup -----------------------------------------------------------
+    # Built-in components are known from their declarations (trainer/component_index.py)
+    # until something needs the object itself; plugins and dotted paths are imported when used.
     def _load(self) -> None:
+        """Import every built-in module (registering its components) and list the plugins."""
         if self._loaded:
             return
         self._loaded = True  # set first: built-in modules register while importing
-        for module in self._builtin_modules:
+        for module in self.builtin_modules:
             import_package(module)
+        self._add_plugins()
+
+    def _add_plugins(self) -> None:
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_PREFIX + self.kind):
             if entry_point.name not in self._entries:
                 self.add(entry_point.name, _LazyEntryPoint(entry_point), origin=entry_point.value)
 
+    def declared(self) -> dict[str, dict]:
+        """Built-in name → its declaration, read without importing it ({} when no index)."""
+        index = _component_index()
+        if index is None:
+            self._load()  # the index could not be made: the modules report why when imported
+            return {}
+        self._add_plugins()
+        return index.get(self.kind, {})
+
+    def builtin_entries(self) -> dict[str, Callable]:
+        """The registered components that come from this registry's built-in modules."""
+        return {name: target for name, target in self._entries.items()
+                if not isinstance(target, _LazyEntryPoint)
+                and str(getattr(target, "__module__", "")).startswith(
+                    tuple(f"{m}." for m in self.builtin_modules) + self.builtin_modules)}
+
     def names(self, pattern: str = "*") -> list[str]:
         import fnmatch
 
-        self._load()
-        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+        names = set(self.declared()) | set(self._entries)
+        return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: str) -> bool:
-        self._load()
-        return name in self._entries or _is_dotted(name)
+        return name in self.names() or _is_dotted(name)
 
     def get(self, name: str) -> Callable:
         """The registered factory, or the object at a dotted import path."""
-        self._load()
+        if name not in self._entries:
+            declared = self.declared().get(name)
+            if declared is not None and declared.get("module"):
+                import_package(declared["module"])  # registers it
+            if name not in self._entries:
+                self._load()
         if name in self._entries:
             target = self._entries[name]
             if isinstance(target, _LazyEntryPoint):
@@ -236,6 +262,36 @@ class Registry:
         if _is_dotted(name):
             return self._import_component(name)
         raise ConfigError(f"unknown {self.kind} '{name}': {did_you_mean(name, self.names())}")
+
+    def declaration(self, name: str) -> dict:
+        """What a node may set: ``parameters``, ``required``, ``open``, ``typed``, ``summary``.
+
+        A built-in component not yet imported answers from the index; anything else (a
+        plugin, a dotted path, a component registered at run time) is imported and inspected.
+        """
+        if name not in self._entries:
+            declared = self.declared().get(name)
+            if declared is not None:
+                return declared
+        from trainer.component_index import declaration
+
+        return declaration(self.get(name))
+
+    def minimum_input_size(self, name: str, params: Mapping[str, Any]) -> int | None:
+        """A backbone's smallest input side for ``params``, or None when it declares none."""
+        rule = self.declaration(name).get("minimum_input_size")
+        if rule is None:
+            return None
+        if not set(rule["reads"]) & set(params):
+            return int(rule["value"])
+        if "source" in rule:  # a rule of built-ins only, run from its source: nothing imported
+            import builtins
+
+            namespace: dict[str, Any] = {}
+            exec(compile(rule["source"], f"<{self.kind} {name}: minimum_input_size>", "exec"),
+                 {"__builtins__": builtins}, namespace)
+            return int(namespace[rule["function"]](**params))
+        return int(getattr(self.get(name), "minimum_input_size")(**params))
 
     def base_classes(self) -> tuple[type, ...]:
         return tuple(import_dotted(base, f"{self.kind} base class") for base in self.base)
@@ -275,7 +331,12 @@ class Registry:
     # -- building ---------------------------------------------------------
     def check(self, node: Mapping[str, Any] | str, /, provided: Iterable[str] = (),
               where: str | None = None) -> Callable:
-        """Validate a node without building anything; returns the factory.
+        """Validate a node without building anything; returns the factory (imported)."""
+        return self.get(self.verify(node, provided, where))
+
+    def verify(self, node: Mapping[str, Any] | str, /, provided: Iterable[str] = (),
+               where: str | None = None) -> str:
+        """Validate a node without building (or, for built-ins, importing) anything; returns its name.
 
         ``provided`` names the arguments the framework fills at run time
         (``num_classes``, ``embedding_dim``), so they are not required here.
@@ -285,8 +346,8 @@ class Registry:
         if not isinstance(name, str):
             raise ConfigError(f"{where or self.kind}.name={name!r} is not a name: give the "
                               f"name of a registered {self.kind} or a dotted class path")
-        target = self.get(name)
-        accepted, required, is_open = accepted_parameters(target)
+        declared = self.declaration(name)
+        accepted, required, is_open = set(declared["parameters"]), set(declared["required"]), declared["open"]
         if not is_open:
             for key in params:
                 if key not in accepted:
@@ -300,12 +361,12 @@ class Registry:
                 f"set {self.kind}.{sorted(missing)[0]}=...")
         # A word where the constructor's default (or annotation) is a number can only
         # fail later, deep inside TensorFlow: say so now, naming the key.
-        for key, (kind, allows_none) in typed_parameters(target).items():
+        for key, (kind, allows_none) in declared["typed"].items():
             if key in params and not _fits(params[key], kind, allows_none):
                 what = "a number" if kind == "number" else "true or false"
                 raise NotANumber(f"{where or self.kind}.{key}={params[key]!r} is not {what} "
                                  f"({self.kind} '{name}' takes {what} for {key})")
-        return target
+        return name
 
     def build(self, node: Mapping[str, Any] | str, /, **runtime: Any) -> Any:
         """Build a component; ``runtime`` values are passed only where accepted."""
@@ -317,6 +378,22 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+
+_INDEX: dict | None = None
+_INDEX_READ = False
+
+
+def _component_index() -> dict | None:
+    """The built-in components' declarations, read once per process."""
+    global _INDEX, _INDEX_READ
+    if not _INDEX_READ:
+        _INDEX_READ = True
+        from trainer.component_index import load
+
+        modules = [m for r in REGISTRIES.values() for m in r.builtin_modules]
+        _INDEX = load(list(dict.fromkeys(modules)))
+    return _INDEX
 
 
 class _LazyEntryPoint:

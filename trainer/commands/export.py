@@ -16,19 +16,11 @@ any failure into a one-line ``ConfigError``.
 Deployment formats, each checked against the Keras model in its own runtime
 (``parity.json``; docs/export.md)::
 
-    python -m trainer.export model_path=runs/<name>/export/embedding.keras formats=[savedmodel,tflite,onnx]
+    python -m trainer.export model=runs/<name>/export/embedding.keras formats=[savedmodel,tflite,onnx]
 
-Options (``key=value``):
-  model_path=<embedding.keras>   the exported model (required)
-  formats=[savedmodel,tflite,onnx]  any of savedmodel, tflite (= tflite_float32, tflite_float16,
-                                 tflite_int8), tflite_float32, tflite_float16, tflite_int8, onnx, all
-  output=<folder>                where the files and parity.json go (default: the model's folder)
-  strict=false                   true: exit 1 when a format misses its tolerance
-  pairs=3000 seed=0 folds=10     held-out verification pairs (default: the run's eval config)
-  calibration=256                held-out images that calibrate the int8 model
-  latency=true                   false: skip the CPU latency measurement
-  data=<source> data.<key>=...   the data set whose held-out images are used (default: the run's,
-                                 from config.yaml beside export/; else the built-in synthetic faces)
+The held-out images that check parity are the run's (``config.yaml`` beside ``export/``) unless
+``data=<source> data.<key>=...`` says otherwise; with no run config, the built-in synthetic faces.
+Writes ``export.log`` beside ``parity.json``.
 """
 
 from __future__ import annotations
@@ -37,15 +29,10 @@ import os
 import sys
 
 
+from trainer.commands import command_config, edge
 from trainer.registry import ConfigError
 
-# -- deployment formats: ``python -m trainer.export`` -------------------------------------
-
-USAGE = ("usage: python -m trainer.export model_path=<embedding.keras> [formats=[savedmodel,tflite,onnx]] "
-         "[output=<folder>] [strict=false] [pairs=3000] [seed=0] [folds=10] [calibration=256] "
-         "[latency=true] [data=<source> data.<key>=...]")
-OPTIONS = ("model_path", "formats", "output", "strict", "pairs", "seed", "folds", "calibration", "latency")
-DEFAULT_FORMATS = ("savedmodel", "tflite", "onnx")
+COMMAND = "export"
 
 
 def _run_config(model_path: str):
@@ -79,69 +66,51 @@ def _source_for(model_path: str, image_size: int, data_overrides):
     return DATASETS.build(OmegaConf.create(node)), eval_node, f"the run's data={node.get('name')}"
 
 
-def _truthy(value, key: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", "none", ""):
-        return False
-    raise ConfigError(f"{key}={value!r} is not true or false")
-
-
-def _integer(value, key: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r} is not a whole number") from None
-
-
-def command(argv) -> tuple[str, int]:
+def command(cfg, data_overrides) -> tuple[str, int]:
     """The command's body: (the table and where the report is, exit status)."""
-    from trainer.commands.cli import split_arguments
     from trainer.export import check_available, resolve_formats
     from trainer.export.deploy import export_formats
+    from trainer.registry import to_plain
 
-    own, data_overrides = split_arguments(
-        argv, OPTIONS, USAGE, pass_through=lambda key: key == "data" or key.startswith("data."))
-    names = resolve_formats(own.get("formats") or list(DEFAULT_FORMATS))
+    if not cfg.model:
+        raise ConfigError("model= is required (an exported embedding.keras, e.g. "
+                          "runs/<name>/export/embedding.keras)")
+    names = resolve_formats(to_plain(cfg.formats))
     if not names:
-        raise ConfigError(f"formats= names no format; {USAGE}")
+        raise ConfigError("formats= names no format: give any of savedmodel, tflite, onnx, all")
     check_available(names)  # a missing optional package fails before the model is read
-    model_path = own.get("model_path")
+    model_path = str(cfg.model)
+    output = str(cfg.output or os.path.dirname(os.path.abspath(model_path)))
+    edge.log_to(os.path.join(output, f"{COMMAND}.log"))
     from trainer.export.model_files import load_embedding_model
 
-    model = load_embedding_model(model_path, "model_path")
+    model = load_embedding_model(model_path, "model")
     size = int(model.input_shape[1])
-    source, eval_node, origin = _source_for(str(model_path), size, data_overrides)
-    options = {key: _integer(own[key], key) for key in ("pairs", "seed", "folds", "calibration") if own.get(key)}
-    options["with_latency"] = _truthy(own.get("latency", "true"), "latency")
-    output = own.get("output") or os.path.dirname(os.path.abspath(str(model_path)))
+    source, eval_node, origin = _source_for(model_path, size, data_overrides)
+    options = {key: int(cfg[key]) for key in ("pairs", "seed", "folds", "calibration") if cfg[key] is not None}
+    options["with_latency"] = bool(cfg.latency)
     print(f"exporting {model_path} as {', '.join(names)}; parity on the held-out images of {origin}",
           flush=True)
-    report = export_formats(model, output, names, source, eval_node, source_path=str(model_path),
-                            **options)
-    strict = _truthy(own.get("strict", "false"), "strict")
+    report = export_formats(model, output, names, source, eval_node, source_path=model_path, **options)
     failed = [name for name, row in report["formats"].items() if not row.get("passed")]
     summary = f"parity report: {os.path.join(output, 'parity.json')}"
     if failed:
         summary += f"; outside tolerance or failed: {', '.join(failed)}"
-    return summary, 1 if (failed and strict) else 0
+    return summary, 1 if (failed and cfg.strict) else 0
 
 
 def main(argv=None) -> int:
-    from trainer.commands.cli import run_command, start_command
-
+    process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):
+    if command_config.answered(argv, COMMAND, __doc__):
         return 0
-    status = {"code": 0}
 
-    def body():
-        message, status["code"] = command(argv)
-        return message
+    def run() -> int:
+        message, status = command(command_config.parse(COMMAND, argv), command_config.data_overrides(argv))
+        print(message)
+        return status
 
-    code = run_command(body)
-    return code or status["code"]
+    return edge.run(COMMAND, run, process)
 
 
 if __name__ == "__main__":

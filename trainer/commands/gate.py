@@ -17,65 +17,45 @@ turns a check off) is held against its limit:
   by each model) >= old accuracy - ``cross_model_tolerance``.
 
 Writes ``gate.json`` and ``gate.html`` (the numbers of both models side by side) to
-``output`` (default: ``gate/`` beside the new model's folder). Exit status: 0 release,
-1 hold, 2 a mistake in the command (one ``error:`` line).
+``output`` (default: ``gate/`` beside the new model's folder), with ``gate.log``. Exit status:
+0 release, 1 hold, 2 a mistake in the command (one ``error:`` line).
 """
 
 from __future__ import annotations
 
 import html
-import importlib.resources
 import os
 import sys
 
-USAGE = ("usage: python -m trainer.gate new_model=<model.keras> old_model=<model.keras> [gate=default] "
-         "[gate.<key>=value] [output=<dir>] [data=<source> data.<key>=...]")
-OPTIONS = ("new_model", "old_model", "gate", "output")
+from trainer.commands import command_config, edge
+
+COMMAND = "gate"
 PERIODS = ("period1", "period2_incremental", "period2_full")
 RATES = ("mixed_rate", "split_rate", "disappeared_rate")
 
 
 # -- configuration -------------------------------------------------------------------
 
-def gate_config(name: str = "default", overrides=()) -> dict:
-    """``conf/gate/<name>.yaml`` with ``gate.<key>=value`` overrides; a wrong name or key is one line."""
-    from omegaconf import OmegaConf
+def gate_config(node) -> dict:
+    """The composed ``gate`` node as a dict; a value no check can read is one line."""
+    from trainer.registry import ConfigError, to_plain
 
-    from trainer.config import CONFIG_MODULE, group_options
-    from trainer.registry import ConfigError, did_you_mean, to_plain
-
-    options = group_options("gate")
-    if name not in options:
-        raise ConfigError(f"unknown gate '{name}': {did_you_mean(name, options)}")
-    path = importlib.resources.files(CONFIG_MODULE).joinpath("gate", f"{name}.yaml")
-    config = to_plain(OmegaConf.create(path.read_text(encoding="utf-8")))
-    for key, value in to_plain(OmegaConf.from_dotlist(list(overrides))).items():
-        if key not in config:
-            raise ConfigError(f"gate.{key}: '{key}' is not a key of gate: {did_you_mean(key, config)}")
-        config[key] = value
+    config = to_plain(node)
     if config["album_period"] not in PERIODS:
         raise ConfigError(f"gate.album_period={config['album_period']!r} is not one of {', '.join(PERIODS)}")
     return config
 
 
-def parse(argv) -> tuple[dict, list[str], list[str]]:
-    """(own options, ``gate.<key>=value`` overrides without the prefix, data overrides)."""
-    from trainer.commands.cli import split_arguments
+def check_models(cfg) -> None:
+    """Both models named and present, before TensorFlow is imported."""
     from trainer.registry import ConfigError
 
-    def passed_on(key: str) -> bool:
-        return key == "data" or key.startswith(("data.", "gate."))
-
-    own, rest = split_arguments(argv, OPTIONS, USAGE, passed_on)
     for role in ("new_model", "old_model"):
-        if not own.get(role):
-            raise ConfigError(f"{role}= is required (an exported embedding.keras); {USAGE}")
-        if not os.path.exists(os.path.expanduser(own[role])):  # before TensorFlow is imported
-            raise ConfigError(f"{role}={own[role]} does not exist: point it at an exported model, "
+        if not cfg[role]:
+            raise ConfigError(f"{role}= is required (an exported embedding.keras)")
+        if not os.path.exists(os.path.expanduser(str(cfg[role]))):
+            raise ConfigError(f"{role}={cfg[role]} does not exist: point it at an exported model, "
                               "e.g. runs/<name>/export/embedding.keras")
-    gate = [r[len("gate."):] for r in rest if r.startswith("gate.")]
-    data = [r for r in rest if not r.startswith("gate.")]
-    return own, gate, data
 
 
 # -- measuring -----------------------------------------------------------------------
@@ -159,8 +139,13 @@ def checks(measured: dict, config: dict) -> list[dict]:
     return result
 
 
+def default_output(new_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(new_path))), "gate")
+
+
 def decide(new_path: str, old_path: str, config: dict, data_overrides=(), output: str | None = None) -> dict:
     """Measure, check, write ``gate.json`` and ``gate.html``; returns the report."""
+    output = output or default_output(new_path)
     from trainer.io import write_json, write_text
     from trainer.export.model_files import load_embedding_model
 
@@ -172,7 +157,6 @@ def decide(new_path: str, old_path: str, config: dict, data_overrides=(), output
     report = {"decision": "hold" if failed else "release", "release": not failed, "failed": failed,
               "new_model": str(new_path), "old_model": str(old_path), "checks": results,
               "gate": config, **measured}
-    output = output or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(new_path))), "gate")
     os.makedirs(output, exist_ok=True)
     write_json(os.path.join(output, "gate.json"), report)
     write_text(os.path.join(output, "gate.html"), report_html(report))
@@ -243,26 +227,23 @@ def summary(report: dict) -> str:
 
 def main(argv=None) -> int:
     """Exit status 0: release, 1: hold, 2: a mistake in the command."""
-    from trainer.commands.cli import run_command
-
+    process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(f"{__doc__.strip()}\n\n{USAGE}")
+    if command_config.answered(argv, COMMAND, __doc__):
         return 0
-    decision = {}
 
-    def body() -> str:
-        own, gate, data = parse(argv)
-        config = gate_config(own.get("gate") or "default", gate)
-        decision.update(decide(own["new_model"], own["old_model"], config, data, own.get("output")))
-        return summary(decision)
+    def run() -> int:
+        cfg = command_config.parse(COMMAND, argv)
+        check_models(cfg)
+        output = str(cfg.output or default_output(str(cfg.new_model)))
+        edge.log_to(os.path.join(output, f"{COMMAND}.log"))
+        report = decide(str(cfg.new_model), str(cfg.old_model), gate_config(cfg.gate),
+                        command_config.data_overrides(argv), output)
+        print(summary(report))
+        return 0 if report["release"] else 1
 
-    status = run_command(body)
-    if status:
-        return status
-    return 0 if decision["release"] else 1
+    return edge.run(COMMAND, run, process)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(main())

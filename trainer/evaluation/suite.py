@@ -13,10 +13,36 @@ import os
 
 import numpy as np
 
-DEFAULTS = {"model_path": None, "bin_files": [], "folder": None, "pairs": 3000, "seed": 0, "folds": 10,
-            "album": False, "old_model_path": None, "threshold": "auto", "linkage": "average",
-            "period_fraction": 0.5, "min_album": 2, "batch_size": 256, "output": None,
-            "ijb": None, "retrieval": False, "retrieval_gallery": None, "retrieval_k": [1, 5, 10]}
+def _command_defaults() -> dict:
+    """The evaluate command's keys and defaults, read from the YAML that declares them.
+
+    ``conf/evaluate.yaml`` over ``conf/eval/verification.yaml`` (pairs, folds, seed, batch_size,
+    bin_files as the run measures them): written once, there. ``model``/``old_model`` are
+    ``model_path``/``old_model_path`` here.
+    """
+    import importlib.resources
+
+    from omegaconf import OmegaConf
+
+    conf = importlib.resources.files("conf")
+    values = OmegaConf.to_container(OmegaConf.merge(
+        *(OmegaConf.create(conf.joinpath(name).read_text(encoding="utf-8"))
+          for name in ("eval/verification.yaml", "evaluate.yaml"))))
+    for key in ("defaults", "name", "heldout"):
+        values.pop(key, None)
+    return library_options(values)
+
+
+def library_options(values: dict) -> dict:
+    """The command's ``model``/``old_model`` as this module's ``model_path``/``old_model_path``."""
+    values = dict(values)
+    for key in ("model", "old_model"):
+        if key in values:
+            values[f"{key}_path"] = values.pop(key)
+    return values
+
+
+DEFAULTS = _command_defaults()
 # ``ijb=<root>`` is ``ijb.root``; the other keys tune the protocol (published setting by default:
 # mirror-summed features, un-normalised face features weighted by detector score, and the numbers
 # computed as insightface's scripts compute them; ``protocol: exact`` for textbook definitions).

@@ -12,38 +12,37 @@ import sys
 
 
 def main(argv=None) -> int:
-    from trainer.commands.cli import start_command
+    from trainer.commands import command_config, edge
 
-    argv = sys.argv[1:] if argv is None else argv
-    if start_command(argv, __doc__):
+    process = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command_config.answered(argv, "bench", __doc__):
         return 0
-    from trainer.config import compose
-    from trainer.registry import ConfigError
 
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    try:
-        cfg = compose(overrides, config_name="bench")
+    def body() -> int:
+        cfg = command_config.parse("bench", argv)
+        output = str(cfg.bench.output)
+        if os.path.dirname(output):  # beside a report given its own folder (not the working directory)
+            edge.log_to(os.path.join(os.path.dirname(output), "bench.log"))
         from trainer.commands.bench.measure import run_bench
 
         report = run_bench(cfg)
         if cfg.bench.get("job"):
             from trainer.commands.bench.job import measure_job
 
-            report["job_run"] = measure_job([o for o in overrides if not o.lstrip("+").startswith("bench.")])
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    report["command"] = "python -m trainer.bench " + " ".join(argv)
-    from trainer.io import write_json
-    from trainer.commands.bench.summary import summary_lines
+            report["job_run"] = measure_job([o for o in argv if not o.lstrip("+").startswith("bench.")])
+        report["command"] = "python -m trainer.bench " + " ".join(argv)
+        from trainer.io import write_json
+        from trainer.commands.bench.summary import summary_lines
 
-    output = str(cfg.bench.output)
-    if os.path.dirname(output):
-        os.makedirs(os.path.dirname(output), exist_ok=True)
-    write_json(output, report)
-    print("\n".join(summary_lines(report)))
-    print(f"report: {output}")
-    return 0
+        if os.path.dirname(output):
+            os.makedirs(os.path.dirname(output), exist_ok=True)
+        write_json(output, report)
+        print("\n".join(summary_lines(report)))
+        print(f"report: {output}")
+        return 0
+
+    return edge.run("bench", body, process)
 
 
 if __name__ == "__main__":

@@ -14,40 +14,30 @@ from __future__ import annotations
 import sys
 
 
-def settings_from(cfg):
-    """The alignment settings of an ``align`` config (also the album command's)."""
-    from trainer.faces.align_folder import AlignSettings
-
-    return AlignSettings(image_size=int(cfg.data.image_size), faces=str(cfg.faces), detector=str(cfg.detector),
-                         upsample=int(cfg.upsample),
-                         detect_size=None if cfg.detect_size is None else int(cfg.detect_size),
-                         min_score=float(cfg.min_score), min_size=float(cfg.min_size),
-                         format=str(cfg.format), quality=int(cfg.quality))
-
-
 def main(argv=None) -> int:
-    from trainer.commands.cli import HELP_FLAGS, run_command
+    from trainer.commands import command_config, edge
 
-    argv = sys.argv[1:] if argv is None else argv
-    if any(argument in HELP_FLAGS for argument in argv):
-        print(__doc__.strip())
+    process = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command_config.answered(argv, "align", __doc__):
         return 0
-    # No start_command: it loads Keras for a quiet console, and aligning needs neither Keras
-    # nor TensorFlow (the worker processes start several seconds sooner without them).
+    # Aligning needs neither Keras nor TensorFlow (the worker processes start several seconds
+    # sooner without them), and nothing here imports them.
 
-    def body():
-        from trainer.config import compose
-        from trainer.faces.align_folder import align_folder
+    def body() -> int:
+        from trainer.faces.align_folder import AlignSettings, align_folder
         from trainer.registry import ConfigError
 
-        cfg = compose(list(argv), config_name="align")
+        cfg = command_config.parse("align", argv)
         if not cfg.input or not cfg.output:
             raise ConfigError("give both input=<folder of photos> and output=<folder for the crops>")
-        counts = align_folder(str(cfg.input), str(cfg.output), settings_from(cfg),
+        edge.log_to(f"{cfg.output}/align.log")
+        counts = align_folder(str(cfg.input), str(cfg.output), AlignSettings.from_config(cfg),
                               workers=cfg.workers, progress=bool(cfg.progress))
-        return "\n".join(counts.lines() + [f"crops and manifest.jsonl: {cfg.output}"])
+        print("\n".join(counts.lines() + [f"crops and manifest.jsonl: {cfg.output}"]))
+        return 0
 
-    return run_command(body)
+    return edge.run("align", body, process)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,17 @@ from __future__ import annotations
 import os
 import sys
 
-from trainer.data.formats import tfrecord
+from trainer.commands import command_config, edge
 from trainer.data.errors import DataError
 
-USAGE = ("usage: python -m trainer.data.convert input=<folder or recordio dir> output=<dir> "
-         "[format=folder|recordio] [shards=8] [heldout_input=<folder>] [on_corrupt=stop|skip]")
-OPTIONS = {"input", "output", "format", "shards", "heldout_input", "on_corrupt"}
+COMMAND = "convert"
 
 
 def convert(input, output, format=None, shards=8, heldout_input=None, on_corrupt="stop") -> dict:
     """Write ``output/train-*.tfrecord`` (+ ``heldout-*.tfrecord``); returns dataset_info."""
     import tensorflow as tf
 
+    from trainer.data.formats import tfrecord
     from trainer.data.sources.folder import FolderSource
     from trainer.data.sources.recordio import RecordIOSource
 
@@ -57,21 +56,25 @@ def convert(input, output, format=None, shards=8, heldout_input=None, on_corrupt
 
 
 def main(argv=None) -> int:
-    from trainer.commands.cli import run_command, split_arguments, start_command
-
-    argv = sys.argv[1:] if argv is None else argv
-    if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):
+    process = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command_config.answered(argv, COMMAND, __doc__):
         return 0
 
-    def body():
-        options, _ = split_arguments(argv, OPTIONS, USAGE)
-        if "input" not in options or "output" not in options:
-            raise DataError(f"input= and output= are required; {USAGE}")
-        info = convert(**options)
-        return (f"wrote {info['num_examples']} images of {info['num_classes']} identities in "
-                f"{len(info['files'])} shards to {options['output']}")
+    def run() -> int:
+        from trainer.registry import to_plain
 
-    return run_command(body)
+        options = to_plain(command_config.parse(COMMAND, argv))
+        if not options["input"] or not options["output"]:
+            raise DataError("input= and output= are required (python -m trainer.data.convert --help)")
+        if "://" not in str(options["output"]):
+            edge.log_to(os.path.join(str(options["output"]), f"{COMMAND}.log"))
+        info = convert(**options)
+        print(f"wrote {info['num_examples']} images of {info['num_classes']} identities in "
+              f"{len(info['files'])} shards to {options['output']}")
+        return 0
+
+    return edge.run(COMMAND, run, process)
 
 
 if __name__ == "__main__":

@@ -25,29 +25,47 @@ def _is_training_override(key: str) -> bool:
         ("gate.", "evaluate.")) and key != "gate"
 
 
+def own_options(argv, options, pass_through):
+    """(this command's own ``key=value`` options, the rest): the pipeline's options sit beside the
+    training job's overrides on one command line, so they are taken out before the job's
+    config is composed (which then checks the rest, one line per mistake)."""
+    from trainer.registry import ConfigError, did_you_mean
+
+    own, rest = {}, []
+    for argument in argv:
+        key, sep, value = argument.partition("=")
+        if not sep:
+            raise ConfigError(f"unexpected argument {argument!r}; {USAGE}")
+        if key in options:
+            own[key] = None if value in ("", "null", "None") else value
+        elif pass_through(key):
+            rest.append(argument)
+        else:
+            raise ConfigError(f"unknown option '{key}': {did_you_mean(key, options)}; {USAGE}")
+    return own, rest
+
+
 def pipeline_arguments(argv, extra_options=()) -> tuple[dict, dict]:
     """(the command's own options, the pipeline's arguments), every part checked before any work."""
-    from trainer.commands.cli import split_arguments
     from trainer.config import compose
-    from trainer.commands.evaluate import parse as parse_evaluate
-    from trainer.commands.gate import gate_config
+    from trainer.commands import command_config
+    from trainer.commands.evaluate import shorthand
     from trainer.commands.kubeflow.steps import DEFAULT_EVALUATE_OPTIONS, check_training_overrides
     from trainer.registry import ConfigError
 
     options = (*extra_options, *PIPELINE_OPTIONS)
-    own, rest = split_arguments(argv, options, USAGE,
+    own, rest = own_options(argv, options,
                                 lambda key: key == "gate" or key.startswith(("gate.", "evaluate."))
                                 or _is_training_override(key.lstrip("+~")))
     gate = [r for r in rest if r.partition("=")[0] == "gate" or r.startswith("gate.")]
     evaluate = [r[len("evaluate."):] for r in rest if r.startswith("evaluate.")]
     overrides = check_training_overrides([r for r in rest if r not in gate and not r.startswith("evaluate.")])
     compose(overrides)  # names, keys and values of the training job, in one line, before anything runs
-    gate_name = next((g.partition("=")[2] for g in gate if g.startswith("gate=")), None) or "default"
-    gate_config(gate_name, [g[len("gate."):] for g in gate if g.startswith("gate.")])
+    command_config.parse("gate", gate)  # the gate's name and keys, as python -m trainer.gate reads them
     if not any(o.partition("=")[0] == "album" for o in evaluate):
         evaluate = [*DEFAULT_EVALUATE_OPTIONS, *evaluate]
     try:
-        parse_evaluate(evaluate)  # evaluate's own option names
+        command_config.parse("evaluate", shorthand(evaluate))  # evaluate's own keys
     except ConfigError as error:
         raise ConfigError(f"evaluate options: {error}") from None
     arguments = {"overrides": overrides, "gate_overrides": gate, "evaluate_options": evaluate,
@@ -116,11 +134,10 @@ def run_command_local(argv, result: dict) -> str:
 
 def vertex_command(argv) -> str:
     from trainer.io import write_json
-    from trainer.commands.cli import split_arguments
     from trainer.config import compose
     from trainer.commands.kubeflow import vertex
 
-    own, overrides = split_arguments(argv, VERTEX_OPTIONS, USAGE, lambda key: True)
+    own, overrides = own_options(argv, VERTEX_OPTIONS, lambda key: True)
     compose(["runtime=tpu", *overrides])
     spec = vertex.job_spec(own.get("image") or "", own.get("run_dir") or "", overrides,
                            machine_type=own.get("machine_type") or vertex.DEFAULT_MACHINE,
@@ -135,11 +152,10 @@ def vertex_command(argv) -> str:
 
 
 def prepare_command(argv) -> str:
-    from trainer.commands.cli import split_arguments
     from trainer.commands.kubeflow.steps import prepare
     from trainer.registry import ConfigError
 
-    own, overrides = split_arguments(argv, ("output",), USAGE, lambda key: True)
+    own, overrides = own_options(argv, ("output",), lambda key: True)
     if not own.get("output"):
         raise ConfigError(f"output= is required (the folder for data.json and generated data); {USAGE}")
     info = prepare(overrides, own["output"])
@@ -149,37 +165,39 @@ def prepare_command(argv) -> str:
 
 
 def main(argv=None) -> int:
-    from trainer.commands.cli import run_command, start_command
+    from trainer.commands import edge
+    from trainer.commands.command_config import answered
     from trainer.registry import ConfigError, did_you_mean
 
+    process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    if start_command(argv, f"{package.__doc__.strip()}\n\n{USAGE}"):
+    if answered([a for a in argv if a in ("--version", "-V")], "kubeflow", None):
+        return 0
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"{package.__doc__.strip()}\n\n{USAGE}")
         return 0
     result: dict = {}
 
-    def body() -> str:
+    def body() -> int:
         if not argv:
             raise ConfigError(f"a command is required; {USAGE}")
         name, rest = argv[0], argv[1:]
         if name not in COMMANDS:
             raise ConfigError(f"unknown command '{name}': {did_you_mean(name, COMMANDS)}; {USAGE}")
-        if name == "compile":
-            return compile_command(rest)
-        if name == "run":
-            return run_command_local(rest, result)
-        if name == "vertex-job":
-            return vertex_command(rest)
-        return prepare_command(rest)
+        commands = {"compile": compile_command, "vertex-job": vertex_command, "prepare": prepare_command,
+                    "run": lambda rest: run_command_local(rest, result)}
+        message = commands[name](rest)
+        if message:
+            print(message)
+        if name != "run":
+            return 0
+        if "failed" in result:
+            print(f"error: {result['failed']}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_RELEASE if result["decision"] == "release" else EXIT_HOLD
 
-    status = run_command(body)
-    if status or argv[0] != "run":
-        return status
-    if "failed" in result:
-        print(f"error: {result['failed']}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_RELEASE if result["decision"] == "release" else EXIT_HOLD
+    return edge.run("kubeflow", body, process)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(main())

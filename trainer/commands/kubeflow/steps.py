@@ -186,7 +186,7 @@ def train_step(overrides: list[str], dataset, model, run_dir, metrics) -> dict:
 def evaluate_step(options: list[str], dataset, model, evaluation, metrics, summary) -> dict:
     """``python -m trainer.evaluate`` on the trained model; report.json's numbers as metrics."""
     info = read_json(os.path.join(dataset.path, "data.json"))
-    run(command("trainer.evaluate", f"model_path={model_file(model.path)}", f"output={evaluation.path}",
+    run(command("trainer.evaluate", f"model={model_file(model.path)}", f"output={evaluation.path}",
                 *options, *info["data_overrides"]))
     report = read_json(os.path.join(evaluation.path, "report.json"))
     reported = {"verification": report.get("verification", {}), "retrieval": report.get("retrieval", {})}

@@ -5,7 +5,7 @@
     python -m trainer.tools.make_bin output=h.bin pairs=3000 seed=0 format=png
 
 Pairs are drawn exactly as the ``verification`` evaluator draws them
-(``sample_pairs`` with ``pairs``/``seed``, defaults ``eval.pairs``/``eval.seed``), so
+(``sample_pairs`` with ``pairs``/``seed``, defaults from ``conf/eval/verification.yaml``), so
 with the same settings the ``.bin`` accuracy equals the run's held-out accuracy.
 PNG keeps pixels exact; ``format=jpeg`` gives files like the public sets.
 """
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import sys
 
-USAGE = ("usage: python -m trainer.tools.make_bin output=<file.bin> [pairs=N] [seed=S] "
-         "[format=png|jpeg] [data=<source> data.<key>=<value> ...]")
+from trainer.commands import command_config, edge
+
+COMMAND = "make_bin"
 
 
 def make_bin(source, output: str, pairs: int = 3000, seed: int = 0, image_format: str = "png") -> dict:
@@ -36,31 +37,26 @@ def make_bin(source, output: str, pairs: int = 3000, seed: int = 0, image_format
 
 
 def main(argv=None) -> int:
-    from trainer.commands.cli import run_command, split_arguments, start_command
-
-    argv = sys.argv[1:] if argv is None else argv
-    if start_command(argv, f"{__doc__.strip()}\n\n{USAGE}"):
+    process = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command_config.answered(argv, COMMAND, __doc__):
         return 0
-    from trainer.config import compose
-    from trainer.registry import DATASETS, ConfigError
 
-    def body():
-        # Our options; everything else is a trainer override choosing the data (data=..., data.x=...).
-        options, overrides = split_arguments(argv,
-                                             ("output", "pairs", "seed", "format"), USAGE,
-                                             pass_through=lambda key: True)
-        if not options.get("output"):
-            raise ConfigError(f"output= is required; {USAGE}")
-        cfg = compose(overrides)
-        source = DATASETS.build(cfg.data)
-        summary = make_bin(source, options["output"],
-                           pairs=int(options.get("pairs") or cfg.eval.get("pairs", 3000)),
-                           seed=int(options.get("seed") or cfg.eval.get("seed", 0)),
-                           image_format=options.get("format") or "png")
-        return (f"wrote {summary['output']}: {summary['pairs']} pairs of {summary['image_size']} px "
-                f"images from {summary['identities']} held-out identities")
+    def run() -> int:
+        from trainer.config import compose
+        from trainer.registry import DATASETS, ConfigError
 
-    return run_command(body)
+        cfg = command_config.parse(COMMAND, argv)
+        if not cfg.output:
+            raise ConfigError("output= is required (the .bin to write)")
+        source = DATASETS.build(compose(command_config.data_overrides(argv)).data)
+        summary = make_bin(source, str(cfg.output), pairs=int(cfg.pairs), seed=int(cfg.seed),
+                           image_format=str(cfg.format))
+        print(f"wrote {summary['output']}: {summary['pairs']} pairs of {summary['image_size']} px "
+              f"images from {summary['identities']} held-out identities")
+        return 0
+
+    return edge.run(COMMAND, run, process)
 
 
 if __name__ == "__main__":

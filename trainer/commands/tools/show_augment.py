@@ -1,13 +1,13 @@
 """Look, don't read: a PNG grid of original and augmented samples for an augment preset.
 
-    python -m trainer.tools.show_augment augment=adaface out=docs/images/augment_grid.png
-    python -m trainer.tools.show_augment augment=simclr --images path/to/faces/ rows=6 seed=0
+    python -m trainer.tools.show_augment augment=adaface out=/tmp/augment_grid.png
+    python -m trainer.tools.show_augment augment=simclr images=path/to/faces/ rows=6 seed=0
 
 Each row is one image: the original first, then ``columns`` independent draws of
 the pipeline (for multi-view presets, the views side by side). Images come from
-``--images <folder>`` when given, else the built-in synthetic faces (a small
+``images=<folder>`` when given, else the built-in synthetic faces (a small
 set, generated once into a cache folder), else a generated test pattern.
-Other ``key=value`` arguments are passed to the config composition, like the trainer.
+``augment=<preset>`` and ``augment.<key>=...`` compose the preset as the trainer does.
 """
 
 from __future__ import annotations
@@ -18,44 +18,9 @@ import sys
 
 import numpy as np
 
-DEFAULT_OUT = os.path.join("docs", "images", "augment_grid.png")
+from trainer.commands import command_config, edge
 
-
-def parse_argv(argv):
-    options = {"out": DEFAULT_OUT, "rows": "6", "columns": "5", "size": "112", "seed": "0",
-               "images": None}
-    overrides = []
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg == "--images":
-            options["images"] = args.pop(0)
-        elif arg.startswith("--images="):
-            options["images"] = arg.split("=", 1)[1]
-        elif arg.split("=", 1)[0] in options:
-            key, value = arg.split("=", 1)
-            options[key] = value
-        else:
-            overrides.append(arg)
-    return options, overrides
-
-
-def augment_node(overrides):
-    """The composed ``augment`` node, as the trainer composes it (falls back to the YAML file)."""
-    try:
-        import trainer
-
-        return trainer.compose(overrides).augment
-    except Exception as error:  # trainer.compose not available or config incomplete
-        preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("augment=")), "arcface")
-        path = os.path.join(os.path.dirname(__file__), "..", "..", "conf", "augment", preset + ".yaml")
-        if not os.path.isfile(path):
-            raise SystemExit(f"show_augment: cannot compose the config ({error}) and there is "
-                             f"no conf/augment/{preset}.yaml") from error
-        import yaml
-
-        with open(path) as f:
-            return yaml.safe_load(f)
+COMMAND = "show_augment"
 
 
 def load_images(folder, count, size):
@@ -64,7 +29,9 @@ def load_images(folder, count, size):
     paths = sorted(p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
                    if p.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))[:count]
     if not paths:
-        raise SystemExit(f"show_augment: no images found under {folder}")
+        from trainer.registry import ConfigError
+
+        raise ConfigError(f"images={folder}: no images found there (.png, .jpg, .jpeg, .bmp)")
     return np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size)), np.float32)
                      for p in paths])
 
@@ -117,34 +84,41 @@ def make_grid(images, pipeline, columns):
     return canvas
 
 
-def main(argv=None) -> int:
-    from trainer.commands.cli import start_command
-
-    argv = sys.argv[1:] if argv is None else argv
-    if start_command(argv, __doc__):
-        return 0
-    options, overrides = parse_argv(argv)
-    rows, columns, size = int(options["rows"]), int(options["columns"]), int(options["size"])
+def draw(cfg) -> str:
+    """Write the grid; returns the line saying what was written."""
     from PIL import Image
 
     from augment.pipeline import build_augmentation
     from trainer.registry import to_plain
 
-    node = dict(to_plain(augment_node(overrides)) or {})
-    node["seed"] = int(options["seed"]) if node.get("seed") is None else node["seed"]
+    rows, columns, size = int(cfg.rows), int(cfg.columns), int(cfg.size)
+    node = dict(to_plain(cfg.augment) or {})
+    node["seed"] = int(cfg.seed) if node.get("seed") is None else node["seed"]
     pipeline = build_augmentation(node)
-    if options["images"]:
-        images = load_images(options["images"], rows, size)
+    if cfg.images:
+        images = load_images(str(cfg.images), rows, size)
     else:
         images = synthetic_faces(rows, size)
         if images is None:
             images = test_pattern(rows, size)
     grid = make_grid(images, pipeline, columns)
-    os.makedirs(os.path.dirname(os.path.abspath(options["out"])), exist_ok=True)
-    Image.fromarray(grid).save(options["out"])
-    print(f"wrote {options['out']}: {len(images)} images x (original + {columns} draws), "
-          f"pipeline {pipeline!r}")
-    return 0
+    out = str(cfg.out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    Image.fromarray(grid).save(out)
+    return f"wrote {out}: {len(images)} images x (original + {columns} draws), pipeline {pipeline!r}"
+
+
+def main(argv=None) -> int:
+    process = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command_config.answered(argv, COMMAND, __doc__):
+        return 0
+
+    def run() -> int:
+        print(draw(command_config.parse(COMMAND, argv)))
+        return 0
+
+    return edge.run(COMMAND, run, process)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""How every command ends: the failure contract at the command's edge (docs/trust.md).
+
+Every exception that leaves a command is classified once, here:
+
+* a user or data mistake (``ConfigError``, the data errors, ``RunFailed``): one ``error:`` line,
+  exit status 2;
+* an interruption: exit status 130 (SIGINT, Ctrl-C) or 143 (SIGTERM);
+* anything else is a bug: one line naming the file that holds the full traceback, exit status 1.
+
+The traceback always goes to the command's log (``<run>/train.log`` for training, the output
+folder's ``<command>.log`` for the others), and to the console only with ``FACETRAIN_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+
+EXIT_BUG, EXIT_MISTAKE, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
+
+
+def is_mistake(error: BaseException) -> bool:
+    """A mistake the user can fix from its one line (config, data, a refused run)."""
+    from trainer.registry import ConfigError
+
+    # RunFailed lives with the runner, which imports TensorFlow: only a loaded runner can raise it.
+    run = sys.modules.get("trainer.run")
+    return isinstance(error, (ConfigError, getattr(run, "RunFailed", ConfigError)))
+
+
+def interruption_status(error: BaseException) -> int | None:
+    """130 for SIGINT, 143 for SIGTERM, None when ``error`` is no interruption."""
+    if not isinstance(error, KeyboardInterrupt):
+        return None
+    if getattr(error, "exit_code", None) in (EXIT_SIGINT, EXIT_SIGTERM):  # trainer.signals.Interrupted
+        return error.exit_code
+    signum = getattr(error, "signum", None)
+    if signum == 15 or (signum is None and type(error).__name__ == "Terminated"):
+        return EXIT_SIGTERM
+    return EXIT_SIGINT
+
+
+def finish(command: str, error: BaseException) -> int:
+    """Report ``error`` under the contract; returns the exit status."""
+    from trainer.console import command_log, debugging
+    from trainer.errors import first_line
+
+    log = command_log()
+    if log is not None:
+        log.write("".join(traceback.format_exception(error)))
+    status = interruption_status(error)
+    if status is not None:
+        signal = "SIGTERM" if status == EXIT_SIGTERM else "Ctrl-C"
+        print(f"interrupted ({signal}): {command} stopped", file=sys.stderr)
+        return status
+    if is_mistake(error):
+        print(f"error: {first_line(error)}", file=sys.stderr)
+        return EXIT_MISTAKE
+    where = log.fallback() if log is not None else None
+    if debugging() or where is None:
+        traceback.print_exception(error, file=getattr(sys.stderr, "_console", sys.stderr))
+    print(f"error: {command} failed unexpectedly ({type(error).__name__}: {first_line(error)}); "
+          f"this is a bug: the full traceback is in {where or 'the output above'}", file=sys.stderr)
+    return EXIT_BUG
+
+
+def run(command: str, body: Callable[[], int | None], process: bool) -> int:
+    """Run a command's body under the contract.
+
+    ``process``: this is the whole process (``python -m ...``), so its console goes through
+    the command's log; a test calling ``main([...])`` in-process keeps its own streams.
+    """
+    if process:
+        from trainer.console import start_command_log
+
+        start_command_log(command)
+    try:
+        status = int(body() or 0)
+        _settle_log()
+        return status
+    except SystemExit as exit:  # a status chosen on purpose (e.g. the runner's 2 or 143)
+        if isinstance(exit.code, str):
+            print(exit.code, file=sys.stderr)
+        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    except BaseException as error:  # noqa: BLE001 - this is the one place every exception ends
+        return finish(command, error)
+
+
+def log_to(path: str) -> None:
+    """The command's log belongs at ``path`` (written there once its folder exists)."""
+    from trainer.console import command_log
+
+    log = command_log()
+    if log is not None:
+        log.intend(path)
+
+
+def _settle_log() -> None:
+    from trainer.console import command_log
+
+    log = command_log()
+    if log is not None:
+        log.settle()
