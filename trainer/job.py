@@ -142,6 +142,10 @@ def build_job(cfg, run_dir: str, *, source=None, num_classes: int | None = None,
                           f"{runtime.num_replicas} replicas; use a multiple of {runtime.num_replicas}")
     if source is not None:
         check_source_fits(cfg, source, batch_size)
+        if with_callbacks and runtime.is_chief:  # a run, not a benchmark: name the people it trains on
+            from trainer.evaluation.training_identities import record
+
+            record(source, run_dir)
     num_classes = int(num_classes if num_classes is not None else source.num_classes)
     image_size = int(image_size if image_size is not None else source.image_size)
     steps_per_epoch = int(steps_per_epoch or cfg.trainer.steps_per_epoch

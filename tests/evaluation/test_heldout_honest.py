@@ -57,9 +57,9 @@ def test_auto_holdout_and_the_weak_estimate_line():
 @pytest.mark.e2e
 def test_twenty_people_with_eight_photos(tmp_path, capsys):
     """The issue's user: data=folder, 20 × 8 photos, the default holdout."""
-    from trainer.commands import evaluate as evaluate_command
     from trainer.data.sources.folder import FolderSource
     from trainer.data.pipeline import materialise
+    from trainer.evaluation.suite import evaluate
     from trainer.run import train
 
     people = write_people(tmp_path / "people")
@@ -91,8 +91,8 @@ def test_twenty_people_with_eight_photos(tmp_path, capsys):
     identities = json.loads((run_dir / "identities.json").read_text())
     assert len(identities["training"]) == 15 and len(identities["heldout"]) == 5
     model_path = run_dir / "export" / "embedding.keras"
-    status = evaluate_command.main([f"model_path={model_path}", f"folder={people}", "pairs=50",
-                                    f"output={tmp_path / 'eval'}"])
-    assert status == 0
+    report = evaluate({"model_path": str(model_path), "folder": str(people), "pairs": 50,
+                       "output": str(tmp_path / "eval")})  # what trainer.evaluate folder=... runs
     printed = capsys.readouterr().out
     assert "warning: 15 of the 20 identities in" in printed and "flatter the model" in printed
+    assert "flatter the model" in report["verification"]["people"]["warning"]

@@ -78,7 +78,7 @@ def evaluate(options: dict, data_overrides=()) -> dict:
     if o["folder"]:
         name = os.path.basename(os.path.normpath(str(o["folder"])))
         metrics, curves[name] = folder_verification(model, str(o["folder"]), int(o["pairs"]), int(o["seed"]),
-                                                    int(o["folds"]), int(o["batch_size"]))
+                                                    int(o["folds"]), int(o["batch_size"]), str(o["model_path"]))
         report["verification"][name] = metrics
     if _truthy(o["album"]) or o["old_model_path"]:
         report.update(album_evaluation(model, o, size, data_overrides))
@@ -104,18 +104,28 @@ def evaluate(options: dict, data_overrides=()) -> dict:
     return report
 
 
-def folder_verification(model, folder: str, pairs: int, seed: int, folds: int, batch_size: int):
-    """Seeded positive/negative pairs from ``folder/<identity>/*`` → (metrics, ROC curve)."""
+def folder_verification(model, folder: str, pairs: int, seed: int, folds: int, batch_size: int,
+                        model_path: str | None = None):
+    """Seeded distinct positive/negative pairs from ``folder/<identity>/*`` → (metrics, ROC curve).
+
+    Warns (and notes in the metrics) when the folder holds identities the model was trained on.
+    """
     from trainer.data.pipeline import materialise
     from trainer.data.sources.folder import FolderSource
+    from trainer.evaluation import training_identities
     from trainer.evaluation import verification as v
 
-    source = FolderSource(path=folder, image_size=int(model.input_shape[1]), resize=True, on_corrupt="skip")
+    source = FolderSource(path=folder, image_size=int(model.input_shape[1]), resize=True, on_corrupt="skip",
+                          holdout=0)
+    warning = training_identities.overlap_warning(model_path, folder, source.identities) if model_path else None
+    if warning:
+        print(warning, flush=True)
     images, labels = materialise(source.train())
-    index_a, index_b, issame = v.sample_pairs(labels, pairs, seed)
-    embeddings, xnorm = v.embed_with_norm(v.unnormalised(model), images, batch_size)
-    distances = v.squared_distances(embeddings[index_a], embeddings[index_b])
-    return v.verification_metrics(distances, issame, folds, xnorm), v.roc_curve(distances, issame)
+    metrics, curve = v.heldout_verification(model, images, labels, pairs, seed, folds, batch_size,
+                                            with_curve=True)
+    if warning:
+        metrics["warning"] = warning
+    return metrics, curve
 
 
 def album_evaluation(model, o: dict, size: int, data_overrides) -> dict:
@@ -208,7 +218,8 @@ def identity_folder(folder: str, size: int):
     from trainer.data.pipeline import materialise
     from trainer.data.sources.folder import FolderSource
 
-    source = FolderSource(path=folder, image_size=size, resize=True, on_corrupt="skip")
+    # Every identity of an evaluation folder is evaluated: none is held out of "training".
+    source = FolderSource(path=folder, image_size=size, resize=True, on_corrupt="skip", holdout=0)
     images, labels = materialise(source.train())
     return source.identities, images, labels
 

@@ -67,31 +67,131 @@ def _predict(model, images, batch_size):
 
 
 def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0):
-    """``num_pairs`` positive and as many negative index pairs (seeded), plus ``issame``.
+    """Distinct positive and as many distinct negative index pairs (seeded), plus ``issame``.
 
-    Positives are two different images of one identity; negatives two images of
-    two different identities.
+    Positives are two different images of one identity, negatives two images of
+    two different identities; every pair (either order) is drawn at most once,
+    uniformly among all such pairs. When the images hold fewer distinct pairs of
+    either kind than ``num_pairs``, all that there are (of the scarcer kind, and
+    as many of the other) are used: ``pair_counts`` says how many.
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    by_identity = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    usable = [members for members in by_identity if len(members) >= 2]
-    if not usable or len(by_identity) < 2:
-        raise ValueError("verification needs at least two identities with two images each")
-    positives = []
-    for _ in range(num_pairs):
-        members = usable[rng.integers(len(usable))]
-        a, b = rng.choice(members, size=2, replace=False)
-        positives.append((a, b))
-    negatives = []
-    while len(negatives) < num_pairs:
-        a, b = rng.integers(len(labels), size=2)
-        if labels[a] != labels[b]:
-            negatives.append((a, b))
+    available = available_pairs(labels)
+    if available["positive_pairs"] < 1 or available["negative_pairs"] < 1:
+        raise ValueError("verification needs at least two identities, one of them with two images")
+    count = min(int(num_pairs), available["positive_pairs"], available["negative_pairs"])
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    positives = _distinct_pairs(rng, count, available["positive_pairs"],
+                                lambda n: _draw_positives(rng, groups, n), lambda: _all_positives(groups))
+    negatives = _distinct_pairs(rng, count, available["negative_pairs"],
+                                lambda n: _draw_negatives(rng, labels, n), lambda: _all_negatives(groups))
     # Interleaved (positive, negative, ...) so every contiguous fold holds both kinds.
-    pairs = np.asarray([p for pair in zip(positives, negatives) for p in pair], np.int64)
-    issame = np.tile([True, False], num_pairs)
+    pairs = np.stack([positives, negatives], axis=1).reshape(-1, 2)
+    issame = np.tile([True, False], count)
     return pairs[:, 0], pairs[:, 1], issame
+
+
+def available_pairs(labels: np.ndarray) -> dict:
+    """Identities, images, and how many distinct positive and negative pairs they hold."""
+    sizes = np.unique(np.asarray(labels), return_counts=True)[1].astype(np.int64)
+    images = int(sizes.sum())
+    positives = int(np.sum(sizes * (sizes - 1) // 2))
+    return {"identities": int(len(sizes)), "images": images, "positive_pairs": positives,
+            "negative_pairs": int(images * (images - 1) // 2 - positives)}
+
+
+def pair_counts(labels: np.ndarray, issame: np.ndarray, requested: int) -> dict:
+    """What a held-out score stands on: identities, images, distinct pairs used and available.
+
+    ``note`` says when fewer pairs than ``requested`` exist, so the number is read for what it is.
+    """
+    available = available_pairs(labels)
+    issame = np.asarray(issame, bool)
+    counts = {"identities": available["identities"], "images": available["images"],
+              "positive_pairs": int(issame.sum()), "negative_pairs": int((~issame).sum()),
+              "requested_pairs": int(requested), "available_positive_pairs": available["positive_pairs"],
+              "available_negative_pairs": available["negative_pairs"]}
+    if counts["positive_pairs"] < requested:
+        scarce = "positive" if available["positive_pairs"] <= available["negative_pairs"] else "negative"
+        counts["note"] = (f"{available['identities']} identities ({available['images']} images) hold only "
+                          f"{counts['positive_pairs']} distinct {scarce} pairs, fewer than the "
+                          f"{requested} asked for: all of them are used, each once, with as many of the "
+                          f"other kind")
+    return counts
+
+
+def sample_text(metrics: dict) -> str:
+    """``112 pairs (56 positive + 56 negative, distinct) from 2 identities, 16 images``."""
+    if "identities" not in metrics:
+        return f"{metrics.get('pairs', '?')} pairs"
+    return (f"{metrics['pairs']} pairs ({metrics['positive_pairs']} positive + {metrics['negative_pairs']} "
+            f"negative, each distinct) from {metrics['identities']} identities, {metrics['images']} images")
+
+
+def _distinct_pairs(rng, count: int, total: int, draw, enumerate_all) -> np.ndarray:
+    """(count, 2) distinct pairs (smaller index first) of ``total`` possible ones, in random order."""
+    if count * 2 >= total:  # a large share of all pairs: choose among them all
+        candidates = enumerate_all()
+        return candidates[rng.choice(len(candidates), size=count, replace=False)]
+    chosen, seen = [], set()
+    while len(chosen) < count:  # rejection of repeats stays cheap below half of all pairs
+        for a, b in draw(2 * (count - len(chosen))).tolist():
+            if (a, b) not in seen and len(chosen) < count:
+                seen.add((a, b))
+                chosen.append((a, b))
+    return np.asarray(chosen, np.int64).reshape(-1, 2)
+
+
+def _ordered(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+
+
+def _draw_positives(rng, groups, n: int) -> np.ndarray:
+    """``n`` positive pairs, each uniform among all positive pairs (repeats possible)."""
+    sizes = np.asarray([len(g) for g in groups], np.int64)
+    weights = (sizes * (sizes - 1) / 2).astype(np.float64)
+    identity = rng.choice(len(groups), size=n, p=weights / weights.sum())
+    size = np.maximum(sizes[identity], 2)  # identities of one image have weight 0: never drawn
+    first = rng.integers(0, size)
+    second = (first + rng.integers(1, size)) % size  # any other member
+    return _ordered(np.asarray([groups[i][j] for i, j in zip(identity, first)], np.int64),
+                    np.asarray([groups[i][j] for i, j in zip(identity, second)], np.int64))
+
+
+def _draw_negatives(rng, labels: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` negative pairs, uniform among all negative pairs (repeats possible)."""
+    a, b = rng.integers(0, len(labels), size=(2, n))
+    keep = labels[a] != labels[b]
+    return _ordered(a[keep], b[keep])
+
+
+def _all_positives(groups) -> np.ndarray:
+    pairs = [np.stack([g[i], g[j]], axis=1) for g in groups for i, j in [np.triu_indices(len(g), 1)]]
+    return np.concatenate(pairs).astype(np.int64)
+
+
+def _all_negatives(groups) -> np.ndarray:
+    pairs = []
+    for number, group in enumerate(groups):
+        later = np.concatenate(groups[number + 1:]) if number + 1 < len(groups) else np.zeros(0, np.int64)
+        a, b = np.meshgrid(group, later, indexing="ij")
+        pairs.append(_ordered(a.reshape(-1), b.reshape(-1)))
+    return np.concatenate(pairs).astype(np.int64)
+
+
+def heldout_verification(model, images: np.ndarray, labels: np.ndarray, pairs: int, seed: int, folds: int,
+                         batch_size: int = 256, with_curve: bool = False):
+    """Verification metrics of ``model`` on seeded distinct pairs of ``images``, with what they stand on.
+
+    The one computation behind the run's held-out accuracy, ``trainer.evaluate folder=``
+    and the export parity report's Keras reference, so the three agree.
+    """
+    embeddings, xnorm = embed_with_norm(unnormalised(model), images, batch_size)
+    index_a, index_b, issame = sample_pairs(labels, pairs, seed)
+    distances = squared_distances(embeddings[index_a], embeddings[index_b])
+    metrics = {**verification_metrics(distances, issame, folds, xnorm), **pair_counts(labels, issame, pairs)}
+    return (metrics, roc_curve(distances, issame)) if with_curve else metrics
 
 
 def squared_distances(embeddings_a: np.ndarray, embeddings_b: np.ndarray) -> np.ndarray:
@@ -374,10 +474,8 @@ class VerificationEvaluator:
         heldout = source.heldout()
         if heldout is not None:
             images, labels = materialise(heldout)
-            embeddings, xnorm = embed_with_norm(unnormalised(embedding_model), images, self.batch_size)
-            index_a, index_b, issame = sample_pairs(labels, self.pairs, self.seed)
-            distances = squared_distances(embeddings[index_a], embeddings[index_b])
-            results["heldout"] = verification_metrics(distances, issame, self.folds, xnorm)
+            results["heldout"] = heldout_verification(embedding_model, images, labels, self.pairs, self.seed,
+                                                      self.folds, self.batch_size)
         for path in self.bin_files:
             results[bin_name(path)] = evaluate_bin(embedding_model, path, self.folds, self.batch_size)
         return results

@@ -45,7 +45,7 @@ def export_and_check(model, export_dir: str, formats, images: np.ndarray, labels
 
     reference_runner = runtimes.KerasRunner(model)
     reference_embeddings = parity._embed_plain(reference_runner, images)
-    reference = {"runtime": "keras", **parity.heldout_accuracy(reference_runner, images, pair_spec)}
+    reference = parity.keras_reference(model, images, labels, int(pairs), int(seed), int(folds), pair_spec)
     if source_path and os.path.exists(source_path):
         reference["path"] = source_path
         reference["file_bytes"] = writers.size_on_disk(source_path)
@@ -66,8 +66,9 @@ def export_and_check(model, export_dir: str, formats, images: np.ndarray, labels
                 savedmodel = _write(name, model, path, savedmodel, work_dir, representative)
                 row["file_bytes"] = writers.size_on_disk(path)
                 runner = runtimes.runner_for(name, path)
+                # Formats end in the normalisation: judged against Keras's unit-output accuracy.
                 row.update(parity.measure(name, runner, images, reference_embeddings,
-                                          reference["accuracy"], pair_spec, with_latency))
+                                          reference["unit_output_accuracy"], pair_spec, with_latency))
             except Exception as error:  # one format failing must not hide the others' numbers
                 text = str(error).strip().splitlines()
                 row.update(passed=False, error=f"{type(error).__name__}: {text[0] if text else ''}"[:300])

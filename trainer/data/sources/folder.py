@@ -8,12 +8,10 @@ import numpy as np
 
 from trainer.data.errors import DataError
 from trainer.data.sources.encoded import EncodedImageSource, require_path
+from trainer.data.sources.holdout import choose_holdout, weak_estimate_line
 from trainer.registry import DATASETS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-# ``holdout: auto`` keeps this share of the identities (at most AUTO_HOLDOUT_MAX) for evaluation.
-AUTO_HOLDOUT_SHARE, AUTO_HOLDOUT_MAX = 0.1, 100
-MIN_HOLDOUT = 2  # verification pairs need two people, each with two photos
 
 
 def list_identities(root: str) -> tuple[list[str], list[str], list[int]]:
@@ -54,45 +52,15 @@ def read_families(path: str, identities: list[str]) -> np.ndarray:
     return np.asarray([family_of[name] for name in identities], np.int64)
 
 
-def choose_holdout(names: list[str], labels: list[int], holdout, seed: int):
-    """Identities kept out of training for evaluation: (their names, or [], and why not, or None).
-
-    ``holdout``: ``auto`` (10 %, at most 100), a count, or 0. Only identities
-    with two or more images are eligible; the draw is seeded, so every run of
-    the same data holds out the same people.
-    """
-    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(names))
-    eligible = np.flatnonzero(counts >= 2)
-    if holdout in (None, "auto"):
-        wanted = min(AUTO_HOLDOUT_MAX, int(len(names) * AUTO_HOLDOUT_SHARE))
-    else:
-        try:
-            wanted = int(holdout)
-        except (TypeError, ValueError):
-            raise DataError(f"data.holdout={holdout!r} is not a number of identities; use auto, 0 "
-                            "or a count such as 50") from None
-        if wanted < 0:
-            raise DataError(f"data.holdout={wanted} is negative; use auto, 0 or a count")
-    if wanted == 0 and holdout not in (None, "auto"):
-        return [], "data.holdout=0"
-    if wanted < MIN_HOLDOUT or len(eligible) < MIN_HOLDOUT or len(names) - wanted < 2:
-        return [], (f"{len(names)} identities ({len(eligible)} with two or more images) are too few "
-                    f"to hold out {max(wanted, MIN_HOLDOUT)} for evaluation and still train on two")
-    if wanted > len(eligible):
-        raise DataError(f"data.holdout={wanted} but only {len(eligible)} identities have two or more "
-                        "images; lower data.holdout")
-    chosen = np.random.default_rng(seed).choice(eligible, size=wanted, replace=False)
-    return [names[i] for i in sorted(chosen.tolist())], None
-
-
 @DATASETS.register("folder")
 class FolderSource(EncodedImageSource):
     """``path/<identity>/*.jpg``; identities sorted by name become labels 0, 1, …
 
     ``heldout_path`` (same layout, other people) feeds held-out verification and
     albums; ``families_file`` maps its identities to families for albums.
-    Without ``heldout_path``, ``holdout`` identities (seeded, 10 % up to 100 by
-    default) are kept out of training and evaluated instead.
+    Without ``heldout_path``, ``holdout`` identities (seeded; ``auto``: see
+    ``trainer.data.sources.holdout``) are kept out of training and evaluated
+    instead. A held-out set too small for a meaningful accuracy is said in one line.
     """
 
     def __init__(self, path=None, image_size=112, resize=True, on_corrupt="stop", heldout_path=None,
@@ -122,6 +90,15 @@ class FolderSource(EncodedImageSource):
         self.families_file = None if families_file in (None, "") else require_path(
             families_file, "data.families_file", "families.csv")
         self.preflight()
+        if self._has_heldout():
+            how = (f"data.heldout_path={self.heldout_path}" if self.heldout_path
+                   else f"data.holdout={holdout}")
+            line = weak_estimate_line(self.heldout_labels, self.num_classes, how)
+            if line:
+                print(line, flush=True)
+        elif holdout in (None, "auto"):
+            print(f"note: data.holdout=auto holds out nobody: {self.heldout_unavailable}; the run reports "
+                  "no held-out accuracy (data.heldout_path=... adds people to evaluate on)", flush=True)
 
     def _hold_out(self, held: set[str]) -> None:
         """Move the ``held`` identities' images to the held-out set; relabel the rest 0…C-1."""
