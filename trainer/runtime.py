@@ -48,6 +48,7 @@ class Runtime:
     precision: str = "float32"
     distribution: object | None = None   # a keras.distribution (JAX), or None
     worker_index: int = 0                # this process's index in a multi-worker job
+    compile_cache: dict | None = None    # trainer.compile_cache.enable's record (folder, active, why)
 
     @property
     def num_replicas(self) -> int:
@@ -133,6 +134,10 @@ def setup_runtime(node) -> Runtime:
         raise ConfigError(f"runtime.steps_per_execution must be >= 1, got {steps_per_execution}")
     runtime = Runtime(name=name, strategy=None, jit_compile=bool(node.get("jit_compile", True)),
                       steps_per_execution=steps_per_execution, precision=precision)
+    # Before anything compiles: a second run of the same config then loads its programs.
+    from trainer.compile_cache import enable
+
+    runtime.compile_cache = enable(node.get("compile_cache", "auto"), _backend())
     STRATEGIES[name](node, runtime)
     keras.mixed_precision.set_global_policy(precision)
     return runtime
