@@ -33,6 +33,14 @@ class AlignSettings:
     format: str = "jpg"
     quality: int = 95
 
+    @classmethod
+    def from_config(cls, cfg) -> "AlignSettings":
+        """The settings of an ``align`` config (conf/align.yaml; the album command's too)."""
+        return cls(image_size=int(cfg.data.image_size), faces=str(cfg.faces), detector=str(cfg.detector),
+                   upsample=int(cfg.upsample), detect_size=None if cfg.detect_size is None else int(cfg.detect_size),
+                   min_score=float(cfg.min_score), min_size=float(cfg.min_size), format=str(cfg.format),
+                   quality=int(cfg.quality))
+
     def check(self) -> None:
         if self.faces not in FACE_CHOICES:
             raise ConfigError(f"faces={self.faces!r} is not one of {', '.join(FACE_CHOICES)}")

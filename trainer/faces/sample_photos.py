@@ -85,18 +85,24 @@ def _translation(dx: float, dy: float) -> np.ndarray:
     return matrix
 
 
-def write_family(folder: str, photos: int, seed: int = 0, people=("astronaut", "grace_hopper")) -> list[list[str]]:
+def face_centre(placement: Placement) -> np.ndarray:
+    """Where the middle of the pasted head (about the face's centre) lies in the composite."""
+    left, top, right, bottom = HEADS[placement.person]
+    return (placement.matrix @ [(left + right) / 2, (top + bottom) / 2, 1.0])[:2]
+
+
+def write_family(folder: str, photos: int, seed: int = 0, people=("astronaut", "grace_hopper")) -> dict:
     """``photos`` composites of ``people`` (one to three faces each, varied pose, size, mirror)
-    as ``folder/photo_<n>.jpg``; returns who is in each, left to right."""
+    as ``folder/photo_<n>.jpg``; returns {photo name: [Placement, ...]}."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
-    who = []
+    who = {}
     for number in range(photos):
         count = int(rng.integers(1, 4))
         chosen = [people[int(rng.integers(len(people)))] for _ in range(count)]
         layout = [(p, float(rng.uniform(-20, 20)), float(rng.uniform(0.6, 1.1) * 200 / (HEADS[p][2] - HEADS[p][0])),
                    bool(rng.integers(2))) for p in chosen]
-        image, _ = composite(layout, seed=int(rng.integers(1 << 30)))
+        image, placements = composite(layout, seed=int(rng.integers(1 << 30)))
         image.save(os.path.join(folder, f"photo_{number:03d}.jpg"), quality=92)
-        who.append(chosen)
+        who[f"photo_{number:03d}.jpg"] = placements
     return who
