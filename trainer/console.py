@@ -40,7 +40,10 @@ BANNERS = re.compile("|".join((
 # Lines in absl's format (``I1203 19:20:36.123456 8904 port.cc:153] ...``): TensorFlow, XLA and
 # JAX logging from C++ or Python. Kept in the command's log, off the console.
 FRAMEWORK_LINE = re.compile(r"^\s*[IWEF]\d{4} \d\d:\d\d:\d\d|^WARNING: All log messages before absl|"
-                            r"^To enable the following instructions:|" + BANNERS.pattern)
+                            r"^To enable the following instructions:|"
+                            # TFDS preparing a local builder's data: nothing is downloaded
+                            r"^Downloading and preparing dataset|^Dataset \S+ downloaded and prepared to|"
+                            + BANNERS.pattern)
 _STARTED = False
 
 
@@ -151,9 +154,10 @@ def debugging() -> bool:
 def framework_noise(line: str) -> bool:
     """A line the framework prints that a user need not see (it still goes to the log).
 
-    A user who sets ``TF_CPP_MIN_LOG_LEVEL`` asked for TensorFlow's own lines: they pass.
+    A user who sets ``TF_CPP_MIN_LOG_LEVEL`` to 0 or 1 asked for TensorFlow's INFO or WARNING
+    lines: they pass (2 and 3 ask for quiet, which absl's start-up lines ignore; kept off here).
     """
-    if debugging() or os.environ.get("FACETRAIN_USER_TF_LOG_LEVEL"):
+    if debugging() or os.environ.get("FACETRAIN_USER_TF_LOG_LEVEL", "").strip() in ("0", "1"):
         return False
     return bool(FRAMEWORK_LINE.search(line))
 
