@@ -2,12 +2,12 @@
 
 The first signal is remembered. Inside ``fit`` (``deferred``) nothing is raised:
 the runner's ``StopAtSignal`` callback (``trainer.run``) ends training at the next
-step boundary, where the state is whole, and the runner saves it there. Anywhere else the signal raises ``Interrupted``
-at once (start-up, evaluation, export), and the stage boundaries of the run
-raise it too (``raise_if_pending``), for a signal that could not be raised
-where it landed. The run then records status ``interrupted``, prints one line
-saying what was saved and how to resume, and exits 143 (SIGTERM, what
-schedulers expect of a terminated job) or 130 (SIGINT).
+step boundary, where the state is whole, and the runner saves it there. Anywhere
+else the signal raises ``Interrupted`` at once (start-up, evaluation, export), and
+the stage boundaries of the run raise it too (``raise_if_pending``), for a signal
+that could not be raised where it landed. The run then records status
+``interrupted``, prints one line saying what was saved and how to resume, and
+exits 143 (SIGTERM, what schedulers expect of a terminated job) or 130 (SIGINT).
 
 A second signal exits at once with the same code, after one line: a person
 pressing Ctrl-C twice wants the process gone, not a save.

@@ -1,7 +1,7 @@
 """Every built-in loop resumes mid-epoch to bit-identical weights, on tf.data and on NumPy batches.
 
-The run is stopped the way a preempted job is (SIGTERM: the checkpoint callback saves at
-the end of the step and stops), rerun with the same config, and its export compared with
+The run is stopped the way a preempted job is (SIGTERM: the run stops at the end of the step
+and saves there), rerun with the same config, and its export compared with
 an uninterrupted run's: the batches (sampling, views, augmentation draws) are a function of
 their position, so the resumed run must train on exactly the same data.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import trainer
-from trainer.run import Preempted
+from trainer.run import RunInterrupted
 
 pytestmark = pytest.mark.e2e
 STOP_AT_STEP = 4  # mid-epoch: the second epoch of 3 steps
@@ -69,10 +69,10 @@ def test_resumed_mid_epoch_equals_uninterrupted(loop, path, tmp_path):
 
     resumed = tmp_path / "resumed"
     stopper = f"+callbacks.sigterm={{name: {__name__}.SigtermAt, step: {STOP_AT_STEP}}}"
-    with pytest.raises(Preempted):
+    with pytest.raises(RunInterrupted):
         trainer.train(config(resumed, loop, path, stopper))
     metrics = trainer.train(config(resumed, loop, path))
     assert metrics["status"] == "finished"
-    assert metrics["resumed_from_step"] == STOP_AT_STEP + 1  # saved at the end of the next step
+    assert metrics["resumed_from_step"] == STOP_AT_STEP  # the signal's step: saved at its end
     for a, b in zip(exported_weights(whole), exported_weights(resumed), strict=True):
         np.testing.assert_array_equal(a, b)

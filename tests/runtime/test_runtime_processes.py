@@ -87,7 +87,8 @@ def test_sigterm_then_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
     assert process.returncode == 143, output[-3000:]
     assert metrics(run_dir)["status"] == "interrupted"
     saved_at = json.load(open(os.path.join(run_dir, "checkpoints", "latest.json")))
-    assert saved_at["step"] >= 3 and "SIGTERM: saved step" in output
+    assert saved_at["step"] >= 3
+    assert f"interrupted (SIGTERM) at step {saved_at['step']}: saved runs/interrupted/checkpoints/" in output
 
     process = start([*args, "run.name=interrupted"], tmp_path)
     wait_for_save(run_dir, saved_at["step"] + 3, process)
