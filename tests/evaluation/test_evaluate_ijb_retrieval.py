@@ -44,7 +44,7 @@ def test_ijb_and_retrieval_from_the_command_line(tmp_path, model_path, capsys):
     folder = write_folder(tmp_path / "people", rng.integers(0, 256, (24, SIZE, SIZE, 3), dtype=np.uint8),
                           np.repeat(np.arange(6), 4))
     output = tmp_path / "out"
-    status = evaluate_command.main([f"model_path={model_path}", f"ijb={root}", "ijb.subset=IJBC",
+    status = evaluate_command.main([f"model={model_path}", f"ijb={root}", "ijb.subset=IJBC",
                             "ijb.detector_score=false", "retrieval=true", f"folder={folder}",
                             "retrieval_k=[1,3]", "pairs=20", "folds=2", f"output={output}"])
     assert status == 0
@@ -86,7 +86,7 @@ def test_retrieval_against_a_gallery_matches_identities_by_name(tmp_path, model_
 
 
 def test_ijb_option_mistakes_are_one_line(tmp_path, model_path, capsys):
-    assert evaluate_command.main([f"model_path={model_path}", f"ijb={tmp_path}", "ijb.subsett=IJBB"]) == 2
+    assert evaluate_command.main([f"model={model_path}", f"ijb={tmp_path}", "ijb.subsett=IJBB"]) == 2
     assert "unknown option 'ijb.subsett'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="ijb_face_tid_mid.txt is missing|ijbb_face_tid_mid.txt is missing"):
         evaluate.evaluate({"model_path": model_path, "ijb": {"root": str(tmp_path), "subset": "IJBB"},

@@ -194,7 +194,7 @@ def test_evaluate_command_prints_one_error_line_for_a_small_bin(tmp_path, capsys
     path = v.write_bin(str(tmp_path / "four.bin"), a, b, [True, False, True, False])
     model_path = str(tmp_path / "embedding.keras")
     tiny_model(normalised=True).save(model_path)
-    code = evaluate.main([f"model_path={model_path}", f"bin_files=[{path}]", f"output={tmp_path / 'out'}"])
+    code = evaluate.main([f"model={model_path}", f"bin_files=[{path}]", f"output={tmp_path / 'out'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0] == (f"error: {path}: verification got 4 pairs for 10 folds; each fold needs a positive and "

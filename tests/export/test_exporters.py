@@ -172,10 +172,10 @@ def cli(*args, cwd):
 
 def test_the_command_answers_help_and_refuses_mistakes_in_one_line(tmp_path):
     helped = cli("--help", cwd=tmp_path)
-    assert helped.returncode == 0 and "model_path=" in helped.stdout and "strict=" in helped.stdout
-    wrong = cli("model_path=x.keras", "formats=[onx]", cwd=tmp_path)
+    assert helped.returncode == 0 and "model=" in helped.stdout and "strict=" in helped.stdout
+    wrong = cli("model=x.keras", "formats=[onx]", cwd=tmp_path)
     assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1].startswith("error: unknown export format")
-    missing = cli("model_path=none.keras", "formats=[savedmodel]", cwd=tmp_path)
+    missing = cli("model=none.keras", "formats=[savedmodel]", cwd=tmp_path)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
@@ -183,6 +183,7 @@ def test_the_command_answers_help_and_refuses_mistakes_in_one_line(tmp_path):
 def test_the_command_writes_parity_json_and_strict_fails_on_a_missed_tolerance(tmp_path, monkeypatch):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
+    from trainer.commands import command_config
     from trainer.commands import export as command_module
     from trainer.export import parity
 
@@ -192,15 +193,15 @@ def test_the_command_writes_parity_json_and_strict_fails_on_a_missed_tolerance(t
     small_model().save(str(path))
     data = ["data=memory", "data.kind=random", "data.train_identities=2", "data.images_per_identity=2",
             "data.test_identities=10", "data.test_images_per_identity=4"]
-    args = [f"model_path={path}", "formats=[onnx]", "pairs=20", "folds=4", "latency=false", *data]
-    message, status = command_module.command(args)
+    args = [f"model={path}", "formats=[onnx]", "pairs=20", "folds=4", "latency=false", *data]
+    message, status = command_module.command(command_config.parse("export", args), data)
     assert status == 0 and "parity.json" in message
     report = json.loads((path.parent / "parity.json").read_text())
     assert report["formats"]["onnx"]["passed"] and report["heldout_images"] == 40
     monkeypatch.setitem(parity.TOLERANCES, "onnx", {parity.MIN_COSINE: 1.5})  # impossible
-    message, status = command_module.command([*args, "strict=true"])
+    message, status = command_module.command(command_config.parse("export", [*args, "strict=true"]), data)
     assert status == 1 and "onnx" in message
-    assert command_module.command(args)[1] == 0  # not strict: reported, exit 0
+    assert command_module.command(command_config.parse("export", args), data)[1] == 0  # not strict: reported, exit 0
 
 
 def test_one_format_name_on_the_command_line_is_read_whole_before_training(tmp_path):

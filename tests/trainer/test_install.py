@@ -121,7 +121,7 @@ def test_default_job_from_the_wheel_meets_the_readme(fresh_python, tmp_path):
     made = run(python, tmp_path, "-m", "trainer.commands.tools.make_bin", "output=heldout.bin")
     assert made.returncode == 0, made.stderr[-2000:]
     evaluated = run(python, tmp_path, "-m", "trainer.evaluate",
-                    "model_path=runs/default/export/embedding.keras", "bin_files=[heldout.bin]")
+                    "model=runs/default/export/embedding.keras", "bin_files=[heldout.bin]")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     report = json.loads((run_dir / "evaluation" / "report.json").read_text())
     assert report["verification"]["heldout"]["accuracy"] >= 0.88

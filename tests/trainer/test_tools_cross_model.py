@@ -57,13 +57,19 @@ def test_embeddings_of_different_sizes_are_one_clear_line():
 
 def test_help_answers_with_its_usage_and_exit_status_0(capsys):
     assert tool.main(["--help"]) == 0
-    assert "python -m trainer.tools.cross_model --old A.keras --new B.keras" in capsys.readouterr().out
+    assert "python -m trainer.tools.cross_model old_model=A.keras new_model=B.keras" in capsys.readouterr().out
 
 
 def test_a_missing_model_file_is_one_error_line(tmp_path, capsys):
-    assert tool.main(["--old", str(tmp_path / "none.keras"), "--new", str(tmp_path / "none.keras")]) == 2
+    assert tool.main([f"old_model={tmp_path / 'none.keras'}", f"new_model={tmp_path / 'none.keras'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --old=") and "does not exist" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: old_model=") and "does not exist" in err[0]
+
+
+def test_the_old_flags_name_the_new_keys(tmp_path, capsys):
+    assert tool.main(["--old", "a.keras", "--new", "b.keras"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "old_model=" in err[0]
 
 
 def test_two_exports_on_in_memory_data(tmp_path, capsys):
@@ -79,7 +85,7 @@ def test_two_exports_on_in_memory_data(tmp_path, capsys):
         paths.append(str(tmp_path / f"m{seed}.keras"))
         exportable(model).save(paths[-1])
     def scores(old, new):
-        code = tool.main(["--old", old, "--new", new, "--pairs", "100", "data=memory"])
+        code = tool.main([f"old_model={old}", f"new_model={new}", "pairs=100", "data=memory"])
         captured = capsys.readouterr()
         assert code == 0, captured.err[-2000:]
         return json.loads(captured.out.strip().splitlines()[-1])
