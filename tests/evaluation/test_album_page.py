@@ -1,0 +1,139 @@
+"""The album page as a person sees it (headless Chromium), album outcomes, and the whole way
+from a family's photos to albums with a model the framework trained on real faces."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from trainer.evaluation import album
+from trainer.evaluation.album_page import write_album_page
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+
+
+def browse(page, screenshot=None, size=(1100, 900)):
+    """The page's DOM after its load handlers ran (and a screenshot, if asked)."""
+    browser = chromium()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--allow-file-access-from-files", "--virtual-time-budget=5000", f"--window-size={size[0]},{size[1]}"]
+    url = "file://" + os.path.abspath(page)
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    if screenshot:
+        subprocess.run(flags + [f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
+        assert os.path.getsize(screenshot) > 0
+    return dom
+
+
+def loaded_thumbnails(dom):
+    found = re.search(r'data-thumbnails-loaded="(\d+)"', dom)
+    assert found, "the page's load handler did not run"
+    return int(found.group(1))
+
+
+# -- album outcomes, the per-album view of the gate's breakage --------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=25),
+       st.integers(1, 3))
+def test_album_outcomes_add_up_to_the_gates_breakage_counts(pairs, min_size):
+    before, after = np.array(pairs).T
+    outcomes = album.album_outcomes(before, after, min_size)
+    counts = album.breakage_counts(before, after, min_size)
+    assert counts == {"albums": len(outcomes), **{k: sum(o[k] for o in outcomes)
+                                                  for k in ("mixed", "disappeared", "split")}}
+    ordered_before, ordered_after = album.first_member_order(before), album.first_member_order(after)
+    for outcome in outcomes:
+        members = ordered_before == outcome["cluster"]
+        assert members.sum() >= min_size
+        if outcome["continuation"] is not None:  # it continues where some of its photos went
+            assert (ordered_after[members] == outcome["continuation"]).any()
+
+
+# -- the page, from a hand-made report ---------------------------------------------------------
+
+def make_report(tmp_path, old=False):
+    photos, aligned = tmp_path / "photos", tmp_path / "out" / "albums" / "faces"
+    families, faces = [], 0
+    colours = [(200, 60, 60), (60, 60, 200), (60, 160, 60)]
+    for family, sizes in (("smiths", [3, 2]), ("jones", [2, 2, 1])):
+        albums, unsorted = [], []
+        for cluster, size in enumerate(sizes):
+            members = []
+            for k in range(size):
+                photo, crop = f"{family}/p{cluster}{k}.jpg", f"{family}/p{cluster}{k}_0.jpg"
+                for folder, name in ((photos, photo), (aligned, crop)):
+                    os.makedirs(os.path.dirname(folder / name), exist_ok=True)
+                    Image.new("RGB", (112, 112), colours[cluster]).save(folder / name)
+                members.append({"crop": crop, "photo": photo, "box": [0, 0, 50, 50], "score": 1.0})
+            faces += size
+            if size >= 2:
+                albums.append({"cluster": cluster, "faces": members, "photos": sorted(m["photo"] for m in members)})
+            else:
+                unsorted += members
+        families.append({"family": family, "faces": sum(sizes), "photos": sum(sizes), "albums": albums,
+                         "unsorted": unsorted})
+    report = {"photos": str(photos), "aligned": str(aligned), "model": str(tmp_path / "run/export/embedding.keras"),
+              "threshold": 0.3, "linkage": "average", "min_album": 2, "faces": faces, "families": families}
+    if old:
+        # Old model: the smiths' two people were one album; the jones's first album vanished.
+        merged = {"cluster": 0, "faces": families[0]["albums"][0]["faces"] + families[0]["albums"][1]["faces"]}
+        merged["photos"] = sorted(f["photo"] for f in merged["faces"])
+        report["old"] = {
+            "model": "old", "threshold": 0.4,
+            "families": [{**families[0], "albums": [merged], "unsorted": []}, families[1]],
+            "breakage_old_to_new": {"albums": 3, "mixed": 0, "split": 1, "disappeared": 1,
+                                    "mixed_rate": 0, "split_rate": 1 / 3, "disappeared_rate": 1 / 3},
+            "outcomes": [{"family": "smiths", "albums": [{"cluster": 0, "continuation": 0, "mixed": False,
+                                                          "split": True, "disappeared": False}]},
+                         {"family": "jones", "albums": [
+                             {"cluster": 0, "continuation": None, "mixed": False, "split": False, "disappeared": True},
+                             {"cluster": 1, "continuation": 1, "mixed": False, "split": False, "disappeared": False}]}]}
+    return report
+
+
+def test_page_shows_one_row_per_person_with_every_thumbnail_loaded(tmp_path):
+    report = make_report(tmp_path)
+    page = write_album_page(report, str(tmp_path / "out" / "albums" / "index.html"))
+    html = open(page).read()
+    assert "http" not in html.replace("http-equiv", "")  # nothing from the network
+    assert html.count('class="album new"') == 4 and html.count('class="album unsorted') == 1
+    assert 'href="../../photos/smiths/p00.jpg"' in html and 'src="faces/smiths/p00_0.jpg"' in html
+    dom = browse(page, screenshot=str(tmp_path / "page.png"))
+    assert loaded_thumbnails(dom) == 10 and 'class="missing"' not in dom
+    assert "3 faces · 3 photos" in dom
+
+
+def test_a_missing_thumbnail_is_marked_on_the_page(tmp_path):
+    report = make_report(tmp_path)
+    os.remove(tmp_path / "out" / "albums" / "faces" / "smiths" / "p00_0.jpg")
+    page = write_album_page(report, str(tmp_path / "out" / "albums" / "index.html"))
+    dom = browse(page)
+    assert loaded_thumbnails(dom) == 9 and dom.count('class="missing"') == 1
+
+
+def test_comparison_puts_old_albums_beside_their_continuation_with_the_breakage_flagged(tmp_path):
+    report = make_report(tmp_path, old=True)
+    page = write_album_page(report, str(tmp_path / "out" / "albums" / "index.html"))
+    dom = browse(page)
+    assert loaded_thumbnails(dom) == 5 + 10 + 5  # old side, new side (the unsorted face twice)
+    assert dom.count('class="pair split"') == 1 and dom.count('class="pair disappeared"') == 1
+    assert "nothing continues this album" in dom
+    # the smiths' second person, split off the old album, is a new album on the right
+    assert dom.count('<span class="flag new">new</span>') == 2  # and the jones's first person
