@@ -1,16 +1,21 @@
-"""What every training loop shares: the embedding model, regulariser losses, the global
-batch under ``tf.distribute`` (frozen reference models load with ``trainer.export``).
+"""What every training loop shares: the embedding model, head, loss and its state,
+regulariser losses, and the train step of a head that updates its own weights (frozen
+reference models load with ``trainer.export``).
 
 A loop is a ``keras.Model`` whose ``fit`` is Keras's own. Subclasses override
 ``compute_loss`` (portable: Keras's per-backend ``train_step`` does the gradient
 work) and only where they must, ``train_step`` (several optimizers: ``loops.gan``).
 
+The base keeps the constructor's runtime values under one name each: ``head``,
+``face_loss`` (the loss; ``keras.Model`` keeps ``loss`` for ``compile``) and
+``loss_state``, the loss's state layer (AdaFace's norm statistics, CurricularFace's
+``t``, ...), tracked here so that it lands in checkpoints and in JAX's state.
+
 Distribution: under ``tf.distribute`` each replica runs ``compute_loss`` on its
 shard, Keras scales a reduced loss by ``1 / replicas`` and sums the gradients.
 Losses that compare samples with each other (contrastive, triplet) must see the
-*global* batch: :func:`gather_global` concatenates every replica's rows in
-replica order, and its gradient (TensorFlow's ``all_gather`` gradient: an
-all-reduce sum, then this replica's slice) makes the summed gradients equal to
+*global* batch: ``trainer.collectives.gather_global`` concatenates every replica's
+rows in replica order, with a gradient that makes the summed gradients equal to
 those of one device on the whole batch. Under JAX, ``keras.distribution`` shards
 one global program, so the batch is already global and nothing is gathered.
 """
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
+from losses.base import state_of
+from models.heads.own_update import own_update_step
 from trainer.export.model_files import load_embedding_model as load_frozen_embedding_model  # noqa: F401 (loops' name)
 # Public here: a loop that adds a loss term of its own scales it per replica with this.
 from trainer.keras_private import scale_loss_for_distribution  # noqa: F401
@@ -30,13 +37,21 @@ from trainer.registry import ConfigError
 
 
 class FaceLoop(keras.Model):
-    """Base class: owns ``embedding_model`` (images 0..255 → embedding), used for eval and export."""
+    """Base class: owns ``embedding_model`` (images 0..255 → embedding), used for eval and export,
+    and, when the loop takes them, the ``head`` and the loss (``face_loss``, its state ``loss_state``)."""
 
-    def __init__(self, embedding_model, **kwargs):
+    def __init__(self, embedding_model, head=None, loss=None, **kwargs):
         super().__init__(**kwargs)
         if embedding_model is None:
             raise ConfigError(f"loop '{type(self).__name__}' needs an embedding model")
         self.embedding_model = embedding_model
+        self.head = head
+        self.face_loss = loss
+        # Stateful losses (AdaFace, CurricularFace, AdaCos) keep their state in a layer;
+        # tracking it here puts it in checkpoints and in JAX's state.
+        self.loss_state = state_of(loss)
+        # A head that updates its own weights (partial_fc under TensorFlow) brings its step.
+        self.own_update_step = own_update_step(head)
 
     # Constructor arguments that are Keras objects (serialised in get_config), and plain ones.
     keras_parts: tuple = ("embedding_model",)
@@ -45,14 +60,11 @@ class FaceLoop(keras.Model):
         """The subclass's plain constructor parameters (override)."""
         return {}
 
-    def part(self, argument: str):
-        """The object behind constructor argument ``argument`` (override if stored elsewhere)."""
-        return getattr(self, argument)
-
     def get_config(self):
         config = keras.layers.Layer.get_config(self)  # name, trainable, dtype
+        held = {"embedding_model": self.embedding_model, "head": self.head, "loss": self.face_loss}
         for argument in self.keras_parts:
-            value = self.part(argument)
+            value = held[argument]
             config[argument] = None if value is None else keras.saving.serialize_keras_object(value)
         config.update(self.loop_config())
         return config
@@ -64,6 +76,24 @@ class FaceLoop(keras.Model):
             if config.get(argument) is not None:
                 config[argument] = keras.saving.deserialize_keras_object(config[argument])
         return cls(**config)
+
+    def compile(self, optimizer="rmsprop", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        if self.own_update_step is not None:
+            self.own_update_step.compile(self)
+
+    def train_step(self, *args):  # (data) under TensorFlow, (state, data) under JAX
+        if self.own_update_step is None:
+            return super().train_step(*args)
+        return self.own_update_step.train_step(self, *args)
+
+    # trainer/commands/bench/minimal_step.py reads these two; they go when it uses own_update_step.
+    @property
+    def head_owns_update(self) -> bool:
+        return self.own_update_step is not None
+
+    def apply_gradients_with_rows(self, tape, loss, sampled, optimizer) -> None:
+        self.own_update_step.apply_gradients(self.trainable_weights, tape, loss, sampled, optimizer)
 
     def embed(self, images, training=False):
         return self.embedding_model(images, training=training)
@@ -111,42 +141,6 @@ class BatchNeeds:
     sampling: str = "uniform"
     images_per_identity: int = 0
     views: int = 1
-
-
-def num_replicas() -> int:
-    """Replicas of the current ``tf.distribute`` strategy (1 outside it and under JAX)."""
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def gather_global(*tensors):
-    """Every replica's rows, concatenated in replica order (identity on one device / JAX).
-
-    Differentiable: the gradient that reaches a replica's rows is the sum of
-    every replica's gradient with respect to them.
-    """
-    if num_replicas() == 1:
-        return tensors if len(tensors) > 1 else tensors[0]
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None:  # cross-replica context: values are already whole
-        return tensors if len(tensors) > 1 else tensors[0]
-    gathered = tuple(_gather(context, t, tf) for t in tensors)
-    return gathered if len(gathered) > 1 else gathered[0]
-
-
-def _gather(context, tensor, tf):
-    """One tensor's all_gather, with its static shape restored (all_gather loses it)."""
-    tensor = tf.convert_to_tensor(tensor)
-    if not tensor.dtype.is_floating:  # labels: no gradient to route
-        tensor = tf.stop_gradient(tensor)
-    gathered = context.all_gather(tensor, axis=0)
-    rows = None if tensor.shape[0] is None else tensor.shape[0] * context.num_replicas_in_sync
-    return tf.ensure_shape(gathered, [rows, *tensor.shape[1:]])
 
 
 def output_dim(model: keras.Model) -> int:

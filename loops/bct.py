@@ -32,6 +32,7 @@ from keras import ops
 
 from loops.base import l2_normalize, load_frozen_embedding_model, output_dim
 from loops.supervised import SupervisedLoop
+from losses.base import state_of
 from trainer.normalize import l2_normalize_numpy
 from trainer.registry import LOOPS, ConfigError
 
@@ -59,7 +60,7 @@ class BCTLoop(SupervisedLoop):
         self.evaluation_pairs = int(evaluation_pairs)
         # A second copy of the loss: stateful losses keep separate statistics per classifier.
         self.influence_loss = type(loss).from_config(loss.get_config())
-        self.influence_state = getattr(self.influence_loss, "state_layer", None)
+        self.influence_state = state_of(self.influence_loss)
         self.old_classifier = self.add_weight(
             name="old_classifier", shape=(old_dim, self.num_classes), initializer="zeros",
             dtype="float32", trainable=False, autocast=False)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from loops.base import BatchNeeds, FaceLoop, gather_global
+from loops.base import BatchNeeds, FaceLoop
+from losses.base import FaceLoss
+from trainer.collectives import gather_global
 from trainer.registry import LOOPS, ConfigError
 
 
@@ -29,23 +31,16 @@ class MultiViewLoop(FaceLoop):
     required_views: int | None = None
 
     def __init__(self, embedding_model, head, loss, **kwargs):
-        super().__init__(embedding_model, **kwargs)
-        if loss is None or getattr(loss, "input_kind", None) not in self.loss_kinds:
+        super().__init__(embedding_model, head, loss, **kwargs)
+        if not isinstance(loss, FaceLoss) or loss.input_kind not in self.loss_kinds:
             raise ConfigError(f"loop '{self.registered_name()}' needs a loss taking "
                               f"{' or '.join(self.loss_kinds)}: {self.loss_hint}")
-        # No head: the loss acts on the embedding itself.
-        self.head = head
-        self.contrastive_loss = loss
-        self.loss_state = getattr(loss, "state_layer", None)
 
     loss_hint = ""
 
     @classmethod
     def registered_name(cls) -> str:
         return cls.__name__.replace("Loop", "").lower()
-
-    def part(self, argument):
-        return self.contrastive_loss if argument == "loss" else super().part(argument)
 
     def call(self, views, training=False):
         batch, num_views = ops.shape(views)[0], views.shape[1]
@@ -62,11 +57,11 @@ class MultiViewLoop(FaceLoop):
         num_views = z.shape[1]
         view_major = ops.reshape(ops.transpose(z, (1, 0, 2)), (-1, z.shape[-1]))
         labels = ops.tile(labels, (num_views,))
-        return self.contrastive_loss(labels, view_major) + self.regularization_loss()
+        return self.face_loss(labels, view_major) + self.regularization_loss()
 
     def batch_needs(self, augment) -> BatchNeeds:
-        views = getattr(augment, "num_views", 1)
-        if augment is None or views < 2:
+        views = augment.num_views if augment is not None else 1
+        if views < 2:
             raise ConfigError(f"loop={self.registered_name()} needs several augmented views per "
                               "image: augment=simclr (or augment.num_views=2 with ops)")
         if self.required_views is not None and views != self.required_views:
@@ -88,7 +83,7 @@ class SimCLRLoop(MultiViewLoop):
         z = gather_global(y_pred)
         view_major = ops.reshape(ops.transpose(z, (1, 0, 2)), (-1, z.shape[-1]))
         # NT-Xent pairs rows i and i + N itself; labels are never read.
-        return self.contrastive_loss(None, view_major) + self.regularization_loss()
+        return self.face_loss(None, view_major) + self.regularization_loss()
 
 
 @LOOPS.register("supcon")

@@ -50,7 +50,13 @@ class DistillLoop(FaceLoop):
 
     def __init__(self, embedding_model, head=None, loss=None, teacher=None, distance="cosine",
                  distill_weight=1.0, margin_weight=0.0, **kwargs):
-        super().__init__(embedding_model, **kwargs)
+        margin_weight = float(margin_weight)
+        if margin_weight and (head is None or loss is None):
+            raise ConfigError("loop.margin_weight > 0 needs a head and a margin loss "
+                              "(head=cosine loss=arcface)")
+        # Without the margin term the head and loss are not built into the step.
+        super().__init__(embedding_model, head if margin_weight else None,
+                         loss if margin_weight else None, **kwargs)
         self.teacher_path = teacher
         self.teacher = load_frozen_embedding_model(teacher, "loop.teacher",
                                                    image_size=embedding_model.input_shape[1])
@@ -58,23 +64,9 @@ class DistillLoop(FaceLoop):
             raise ConfigError(f"loop.teacher makes {output_dim(self.teacher)}-d embeddings, the "
                               f"student {output_dim(embedding_model)}-d; set "
                               f"neck.embedding_dim={output_dim(self.teacher)}")
-        self.margin_weight = float(margin_weight)
+        self.margin_weight = margin_weight
         self.distill_weight = float(distill_weight)
-        if self.margin_weight and (head is None or loss is None):
-            raise ConfigError("loop.margin_weight > 0 needs a head and a margin loss "
-                              "(head=cosine loss=arcface)")
-        # Without the margin term the head and loss are not built into the step.
-        self.head = head if self.margin_weight else None
-        self.face_loss = loss if self.margin_weight else None
-        self.loss_state = getattr(self.face_loss, "state_layer", None)
         self.match_loss = EmbeddingMatchLoss(distance)
-
-    def part(self, argument):
-        if argument == "loss":
-            return self.face_loss
-        if argument == "head":
-            return self.head
-        return super().part(argument)
 
     def loop_config(self):
         return {"teacher": self.teacher_path, "distance": self.match_loss.distance,

@@ -115,13 +115,12 @@ class GANLoop(FaceLoop):
 
     def __init__(self, embedding_model, head=None, loss=None, latent_dim=64, generator_width=64,
                  identity_weight=1.0, generator_optimizer=None, seed=0, **kwargs):
-        super().__init__(embedding_model, **kwargs)
-        self.identity_weight = float(identity_weight) if head is not None and loss is not None else 0.0
-        self.discriminator = Discriminator(embedding_model, head if self.identity_weight else None,
-                                           name="discriminator")
-        self.head = head
-        self.face_loss = loss
-        self.loss_state = getattr(loss, "state_layer", None) if self.identity_weight else None
+        identity_weight = float(identity_weight) if head is not None and loss is not None else 0.0
+        # Without the identity term the head and loss take no part in the step.
+        super().__init__(embedding_model, head if identity_weight else None,
+                         loss if identity_weight else None, **kwargs)
+        self.identity_weight = identity_weight
+        self.discriminator = Discriminator(embedding_model, self.head, name="discriminator")
         self.generator = FaceGenerator(embedding_model.input_shape[1], latent_dim, generator_width,
                                        seed=seed, name="generator")
         self.latent_dim, self.generator_width, self.seed = int(latent_dim), int(generator_width), seed
@@ -130,9 +129,6 @@ class GANLoop(FaceLoop):
         self.generator_optimizer_state = OptimizerState(name="generator_optimizer_state")
         self.trackers = {key: keras.metrics.Mean(name=key)
                          for key in ("loss", "d_loss", "g_loss", "identity_loss")}
-
-    def part(self, argument):
-        return self.face_loss if argument == "loss" else super().part(argument)
 
     def loop_config(self):
         return {"latent_dim": self.latent_dim, "generator_width": self.generator_width,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import keras
 
-from loops.base import BatchNeeds, FaceLoop, gather_global
+from loops.base import BatchNeeds, FaceLoop
+from losses.base import FaceLoss
+from trainer.collectives import gather_global
 from trainer.registry import LOOPS, ConfigError
 
 
@@ -22,20 +24,16 @@ class PairLoop(FaceLoop):
     keras_parts = ("embedding_model", "loss")
 
     def __init__(self, embedding_model, loss, images_per_identity=4, **kwargs):
-        super().__init__(embedding_model, **kwargs)
+        super().__init__(embedding_model, loss=loss, **kwargs)
         if loss is None:
             raise ConfigError("loop=pair needs a loss on embeddings: loss=triplet | contrastive | "
                               "multi_similarity | circle | supcon")
-        if getattr(loss, "input_kind", "embeddings") not in ("embeddings",):
+        # A Keras loss given by dotted path declares no input kind: it is taken to read embeddings.
+        if isinstance(loss, FaceLoss) and loss.input_kind != "embeddings":
             raise ConfigError(f"loop=pair takes a loss on embeddings, but loss '{loss.name}' "
                               f"expects {loss.input_kind}; use loss=triplet | contrastive | "
                               "multi_similarity | circle | supcon")
-        self.pair_loss = loss
-        self.loss_state = getattr(loss, "state_layer", None)
         self.images_per_identity = int(images_per_identity)
-
-    def part(self, argument):
-        return self.pair_loss if argument == "loss" else super().part(argument)
 
     def loop_config(self):
         return {"images_per_identity": self.images_per_identity}
@@ -45,10 +43,10 @@ class PairLoop(FaceLoop):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         labels, embeddings = gather_global(keras.ops.cast(y, "int32"), y_pred)
-        return self.pair_loss(labels, embeddings) + self.regularization_loss()
+        return self.face_loss(labels, embeddings) + self.regularization_loss()
 
     def batch_needs(self, augment) -> BatchNeeds:
-        if getattr(augment, "num_views", 1) > 1:
+        if augment is not None and augment.num_views > 1:
             raise ConfigError("loop=pair takes one view per image; for multi-view batches use "
                               "loop=supcon or loop=simclr, or set augment.num_views=1")
         return BatchNeeds(sampling="identities", images_per_identity=self.images_per_identity)

@@ -71,6 +71,8 @@ class FaceLoss(keras.losses.Loss):
     scale_invariant = False
     stochastic = False
     deterministic_overrides: dict = {}
+    # The layer holding the loss's state (None: stateless); a stateful loss sets it in __init__.
+    state_layer: StateLayer | None = None
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         # Losses compute in float32 whatever the global mixed-precision policy says.
@@ -186,6 +188,12 @@ class FaceLoss(keras.losses.Loss):
             raise ValueError(
                 f"{self.describe()}: labels have batch size {a} but {what} have batch size {b} "
                 f"(shape {tuple(values.shape)}); they must describe the same samples")
+
+
+def state_of(loss) -> StateLayer | None:
+    """The state layer of ``loss``; None when it is stateless or not a ``FaceLoss`` (a Keras loss
+    given by dotted path declares no state)."""
+    return loss.state_layer if isinstance(loss, FaceLoss) else None
 
 
 def known_values(x):

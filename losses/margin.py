@@ -179,15 +179,29 @@ class MarginLoss(FaceLoss):
         return MarginBatch(cos=cos, target_mask=target_mask, target_cos=target_cos,
                            labels=labels, norm=norm, valid=valid)
 
-    def call(self, y_true, y_pred):
-        batch = self.prepare(y_true, y_pred)
+    def logits(self, batch: MarginBatch):
+        """(scaled logits (B, C), scaled target logit (B,)): the hooks applied to ``batch``.
+
+        The one place the hooks meet; the plain path (:meth:`call`) and the class-sharded
+        head (``head=partial_fc``, on its sampled columns, the target cosine summed across
+        shards) both take their logits from here and differ only in the softmax's sum.
+        """
         modified = self.target_logit(batch.target_cos, batch)
         others = self.non_target_logits(batch, modified)
-        logits = ops.where(batch.target_mask, ops.expand_dims(modified, 1), others)
-        logits = logits * self.logit_scale(batch)
-        target = ops.sum(ops.where(batch.target_mask, logits, 0.0), axis=1)
-        cross_entropy = ops.logsumexp(logits, axis=1) - target
+        scale = self.logit_scale(batch)
+        logits = ops.where(batch.target_mask, ops.expand_dims(modified, 1), others) * scale
+        return logits, modified * scale
+
+    def sample_losses(self, batch: MarginBatch, cross_entropy):
+        """Per-sample losses from the cross-entropy: plus ``extra_loss``; NaN for bad labels."""
         return poison(cross_entropy + self.extra_loss(batch), batch.valid)
+
+    def call(self, y_true, y_pred):
+        batch = self.prepare(y_true, y_pred)
+        logits, _ = self.logits(batch)
+        # The target column of ``logits`` is the target logit exactly (a where, not arithmetic).
+        target = ops.sum(ops.where(batch.target_mask, logits, 0.0), axis=1)
+        return self.sample_losses(batch, ops.logsumexp(logits, axis=1) - target)
 
     def loss_config(self):
         return {"scale": self.scale}

@@ -18,7 +18,7 @@ COMPONENTS = ("losses", "augment", "models", "loops")
 # What a component may import from the runtime: the registry, the one module of Keras
 # internals, and the small helpers that import nothing of the framework.
 COMPONENT_MAY_IMPORT = {"trainer.registry", "trainer.keras_private", "trainer.errors",
-                        "trainer.seeding", "trainer.normalize", "trainer.replicas",
+                        "trainer.seeding", "trainer.normalize", "trainer.replicas", "trainer.collectives",
                         "trainer.export.model_files"}  # loading a model file (BCT's old model, a teacher)
 
 # (importer, imported) pairs still to fix; removed by the job-builder change.
@@ -232,3 +232,127 @@ def test_the_private_rule_allows_a_packages_own_common_module_only():
         == "models.backbones._common"
     assert private_reach(Import("trainer.commands.bench.measure", "trainer.run", "_callbacks", True)) \
         == "trainer.run._callbacks"
+
+
+# -- declared contracts: nothing probes a head, loss or loop with getattr / hasattr -----------
+
+# The classes whose members are the contract, and where they are declared.
+CONTRACT_CLASSES = {"models/heads/base.py": "FaceHead", "losses/base.py": "FaceLoss",
+                    "loops/base.py": "FaceLoop"}
+# Names that stand for a head, loss or loop in the runtime; ``self.model`` is a callback's loop
+# (a bare ``model`` is too often the embedding model to count).
+CONTRACT_OBJECTS = {"head", "loss", "loop", "probe", "self.model"}
+CONTRACT_SUFFIXES = ("_head", "_loss", "_loop")
+# (file, attribute) probes that stay, and why. Each entry must still match a probe (no stale ones).
+PROBE_EXCEPTIONS = {
+    # Keras's own Model attributes, read off the loop by callbacks; not part of the facetrain contract.
+    ("trainer/records.py", "steps_per_execution"): "Keras's compile() argument",
+    ("trainer/callbacks/nan_guard.py", "optimizer"): "absent before Keras's compile()",
+    ("trainer/commands/bench/measure.py", "train_function"): "Keras's, absent before the first fit",
+    # The loss harness accepts any Keras loss (a class or a dotted path), not only FaceLoss;
+    # its owner can read these off FaceLoss after an isinstance check instead.
+    ("trainer/testing/harness.py", "input_kind"): "any Keras loss; to replace with isinstance(FaceLoss)",
+    ("trainer/testing/harness.py", "scale_invariant"): "any Keras loss; as above",
+    ("trainer/testing/harness.py", "stochastic"): "any Keras loss; as above",
+    ("trainer/testing/harness.py", "deterministic_overrides"): "any Keras loss; as above",
+    ("trainer/testing/harness.py", "gradient_bound"): "any Keras loss; as above",
+    # The bench (trainer/commands, not the contract change's to edit). To become: ``loop.head``;
+    # ``loop.own_update_step is not None`` (models/heads/own_update.py), and its minimal step
+    # ``loop.own_update_step.recording`` / ``.apply_gradients``; then FaceLoop.head_owns_update
+    # and FaceLoop.apply_gradients_with_rows go.
+    ("trainer/commands/bench/measure.py", "head"): "to read loop.head",
+    ("trainer/commands/bench/switches.py", "head_owns_update"): "to move to own_update_step",
+    ("trainer/commands/bench/minimal_step.py", "head_owns_update"): "to move to own_update_step",
+}
+
+
+def declared_members(path: str, class_name: str) -> set[str]:
+    """Attributes and methods ``class_name`` declares: its class body and ``self.x =`` in methods."""
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
+    names = set()
+    for node in ast.walk(cls):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node in cls.body:
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Name) and node in cls.body:
+                    names.add(target.id)
+                elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                      and target.value.id == "self"):
+                    names.add(target.attr)
+    return {n for n in names if not n.startswith("__")}
+
+
+CONTRACT_MEMBERS = set().union(*(declared_members(p, c) for p, c in CONTRACT_CLASSES.items()))
+
+
+def object_name(node) -> str:
+    """``loop`` for ``loop``, ``head`` for ``self.loop.head``, ``self.model`` for itself."""
+    if isinstance(node, ast.Attribute) and ast.unparse(node) == "self.model":
+        return "self.model"
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def probes(path: str) -> list[tuple[str, str, int]]:
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        return probes_in(f.read(), path)
+
+
+def probes_in(source: str, path: str = "<source>") -> list[tuple[str, str, int]]:
+    """(object, attribute, line) of each getattr/hasattr on a head, loss or loop: the object
+    is named like one (``self`` in a class named *Loop too), or the attribute is a member
+    FaceHead, FaceLoss or FaceLoop declares."""
+    tree = ast.parse(source, path)
+    loop_selves = set()  # the ``self`` nodes of methods of classes named *Loop
+    for cls in ast.walk(tree):
+        if isinstance(cls, ast.ClassDef) and cls.name.endswith("Loop"):
+            loop_selves.update(id(n) for n in ast.walk(cls) if isinstance(n, ast.Name) and n.id == "self")
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr") and len(node.args) >= 2):
+            continue
+        target, attribute = node.args[0], node.args[1]
+        attribute = attribute.value if isinstance(attribute, ast.Constant) else ast.unparse(attribute)
+        name = object_name(target)
+        names_contract = (name in CONTRACT_OBJECTS or name.endswith(CONTRACT_SUFFIXES)
+                          or id(target) in loop_selves)
+        if names_contract or attribute in CONTRACT_MEMBERS:
+            found.append((ast.unparse(target), attribute, node.lineno))
+    return found
+
+
+def runtime_files() -> list[str]:
+    files = []
+    for package in ("loops", "trainer"):
+        for folder, _, names in os.walk(os.path.join(REPO, package)):
+            files += [os.path.relpath(os.path.join(folder, n), REPO) for n in names if n.endswith(".py")]
+    return sorted(files)
+
+
+def test_loops_and_the_runtime_read_declared_contracts_never_probe_them():
+    """Heads, losses and loops declare what loops and the runtime read (docs/architecture.md,
+    "Declared contracts"): no getattr/hasattr on them in loops/ or trainer/."""
+    found = {(path, attribute): f"{path}:{line} {kind}" for path in runtime_files()
+             for kind, attribute, line in ((f"getattr/hasattr({target}, {attribute!r})", attribute, line)
+                                           for target, attribute, line in probes(path))}
+    unexpected = sorted(where for key, where in found.items() if key not in PROBE_EXCEPTIONS)
+    assert not unexpected, f"probed instead of declared: {unexpected}"
+    stale = sorted(set(PROBE_EXCEPTIONS) - set(found))
+    assert not stale, f"fixed, take them off PROBE_EXCEPTIONS: {stale}"
+
+
+def test_the_probe_scan_sees_a_probe():
+    """The scan itself: each way of naming a head, loss or loop is caught, a plain object is not."""
+    source = ("class PairLoop:\n    def f(self):\n        return getattr(self, 'x', None)\n"
+              "def g(loss, cfg, augment, model):\n"
+              "    return (hasattr(loss, 'name'), getattr(cfg.head, 'x'), getattr(augment, 'uses_labels'),\n"
+              "            getattr(cfg, 'name'), getattr(model, 'layers'), getattr(self.model, 'x'))\n")
+    assert {(t, a) for t, a, _ in probes_in(source)} == \
+        {("self", "x"), ("loss", "name"), ("cfg.head", "x"), ("augment", "uses_labels"), ("self.model", "x")}

@@ -33,6 +33,7 @@ def build_head(cfg, loss, num_classes: int):
     if cfg.get("head") is None:
         return None
     from losses.base import FaceLoss
+    from models.heads.base import uses_labels
 
     node = to_plain(cfg.head)
     # What the loss needs of the head (sub-centres); a plain Keras loss (dotted path) needs nothing.
@@ -40,7 +41,7 @@ def build_head(cfg, loss, num_classes: int):
     # The global batch is a bound a sampling head needs when batches have no static size.
     trainer_node = cfg.get("trainer") or {}
     head = HEADS.build(node, num_classes=num_classes, global_batch_size=trainer_node.get("batch_size"))
-    if getattr(head, "uses_labels", False):
+    if uses_labels(head):
         _check_label_head(cfg, head, loss)
     return head
 

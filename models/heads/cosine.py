@@ -10,12 +10,13 @@ under a mixed-precision policy: cosines near +-1 are what margins act on.
 import keras
 from keras import ops
 
+from models.heads.base import FaceHead
 from trainer.registry import HEADS
 
 
 @HEADS.register("cosine")
 @keras.saving.register_keras_serializable(package="facetrain")
-class CosineHead(keras.layers.Layer):
+class CosineHead(FaceHead):
     """Maps embeddings (B, D) to ``{"cos": (B, num_classes), "norm": (B, 1)}``, both float32."""
 
     def __init__(self, num_classes, sub_centers=1, kernel_initializer="glorot_normal",

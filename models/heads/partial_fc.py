@@ -49,10 +49,11 @@ import numpy as np
 from keras import ops
 
 from losses.margin import MarginBatch, MarginLoss
-from losses.base import poison
+from models.heads.base import FaceHead
 from models.heads.row_update import apply_rows, read_rows, row_rule
 from trainer.keras_private import in_stateless_scope
 from trainer.registry import HEADS, ConfigError
+from trainer.collectives import num_replicas, shard_group
 from trainer.replicas import replica_copies
 
 
@@ -67,7 +68,7 @@ def margin_loss_problem(loss) -> str | None:
     if not isinstance(loss, MarginLoss):
         return (f"{loss.name if hasattr(loss, 'name') else type(loss).__name__} is not a margin loss on "
                 "class cosines")
-    for hook in ("call", "prepare", "logit_scale", "split_prediction"):
+    for hook in ("call", "prepare", "logits", "logit_scale", "split_prediction"):
         if getattr(type(loss), hook) is not getattr(MarginLoss, hook):
             return f"loss '{loss.name}' overrides MarginLoss.{hook}, which needs every class's logit"
     return None
@@ -75,10 +76,11 @@ def margin_loss_problem(loss) -> str | None:
 
 @HEADS.register("partial_fc")
 @keras.saving.register_keras_serializable(package="facetrain")
-class PartialFCHead(keras.layers.Layer):
+class PartialFCHead(FaceHead):
     """Class-sharded normalised centres; the loss with sampled negatives and a cross-shard softmax."""
 
     uses_labels = True  # the loop hands it the labels (SupervisedLoop.compute_loss)
+    # owns_update: set per instance, True under TensorFlow (see __init__)
 
     def __init__(self, num_classes, sample_rate=1.0, sub_centers=1, shard_multiple=256, seed=0,
                  kernel_initializer="glorot_normal", epsilon=1e-6, global_batch_size=None, **kwargs):
@@ -117,7 +119,7 @@ class PartialFCHead(keras.layers.Layer):
         initializer = self.scaled_initializer(dim)
         with keras.name_scope(self.name, caller=self):
             if self.owns_update:
-                self.replicas = _tf_replicas()
+                self.replicas = num_replicas()
                 if self.rows % self.replicas:
                     raise ValueError(f"partial_fc: {self.rows} centre rows do not split over {self.replicas} "
                                      f"replicas; set head.shard_multiple to a multiple of {self.replicas}")
@@ -185,17 +187,17 @@ class PartialFCHead(keras.layers.Layer):
         if self.built:
             self.row_state.create(self.rule.slots, tuple(self.centers.shape), self.name)
 
-    def apply_row_gradient(self, sampled, gradient, optimizer) -> None:
-        """The optimizer step on the rows ``sampled`` (a ``recording``) saw this step (TensorFlow);
-        ``gradient``: the loss's gradient with respect to ``sampled.weights``."""
+    def apply_own_gradient(self, recorded, gradient, optimizer) -> None:
+        """The optimizer step on the rows ``recorded`` (a ``recording``) saw this step (TensorFlow);
+        ``gradient``: the loss's gradient with respect to ``recorded.weights``."""
         if self.rule is None:
             self.use_optimizer(optimizer)
-        apply_rows(self.rule, optimizer, self.centers, self.row_state.slots, sampled.rows,
+        apply_rows(self.rule, optimizer, self.centers, self.row_state.slots, recorded.rows,
                    gradient[0])
 
     def recording(self, tape):
         """Context for a TensorFlow train step: ``tape`` watches the sampled rows, and the
-        returned recorder holds them (``.weights``, ``.rows``) for ``apply_row_gradient``."""
+        returned recorder holds them (``.weights``, ``.rows``) for ``apply_own_gradient``."""
         return _Recording(self, tape)
 
     def whole_centers(self):
@@ -329,20 +331,17 @@ class PartialFCHead(keras.layers.Layer):
         target_cos = shards.all_sum(ops.sum(ops.where(mask, cos, 0.0), axis=1))
         batch = MarginBatch(cos=cos, target_mask=mask, target_cos=target_cos, labels=labels,
                             norm=out["norm"], valid=valid)
-        modified = loss.target_logit(target_cos, batch)
-        scale = loss.logit_scale(batch)
-        logits = ops.where(mask, ops.expand_dims(modified, 1), loss.non_target_logits(batch, modified))
-        logits = ops.where(out["real"][None, :], logits * scale, float("-inf"))
+        logits, target = loss.logits(batch)
+        logits = ops.where(out["real"][None, :], logits, float("-inf"))  # padding rows: no class
         # log-sum-exp across shards: the max only stabilises (no gradient needed through it).
         top = ops.stop_gradient(shards.all_max(ops.max(logits, axis=1)))
         total = shards.all_sum(ops.sum(ops.exp(logits - top[:, None]), axis=1))
-        cross_entropy = ops.log(total) + top - modified * scale
-        return shards.local_rows(poison(cross_entropy + loss.extra_loss(batch), valid))
+        return shards.local_rows(loss.sample_losses(batch, ops.log(total) + top - target))
 
     # -- where the shards are ----------------------------------------------------------------
     def shards(self):
         """This program's shards and the collectives that reach the others."""
-        return _shard_context(self.jax_shards, self.jax_layout)
+        return shard_group(self.jax_shards, self.jax_layout)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "sample_rate": self.sample_rate,
@@ -400,81 +399,6 @@ def uniform_scores(seed: int, step, shard_ids, per_shard: int):
     mixed = (seed * 1_000_003 + int(ops.convert_to_numpy(step))) % (2 ** 31)
     return ops.stack([keras.random.uniform((per_shard,), seed=mixed * 7919 + int(s))
                       for s in ops.convert_to_numpy(shard_ids)])
-
-
-# -- collectives: tf.distribute replicas, or one program holding every shard -------------
-
-class _AllShards:
-    """Every shard in this program (one device, or JAX's SPMD program): reductions are local."""
-
-    def __init__(self, count, layout=None):
-        self.count = count
-        self.local_ids = ops.arange(count, dtype="int32")
-        self.layout = layout
-
-    def gather(self, x, differentiable=True):
-        return x
-
-    def all_sum(self, x):
-        return x
-
-    def all_max(self, x):
-        return x
-
-    def local_rows(self, values):
-        return values
-
-    def constrain(self, x, rank, axis=0):
-        """Keep ``x`` split along its shard axis across the devices (JAX), so XLA does not gather it."""
-        if self.layout is None:
-            return x
-        spec = [None] * rank
-        spec[axis] = self.layout.axes[0]
-        return keras.distribution.distribute_tensor(
-            x, keras.distribution.TensorLayout(spec, self.layout.device_mesh))
-
-
-class _ReplicaShard:
-    """One shard per tf.distribute replica; the others are reached by collectives."""
-
-    def __init__(self, context, tf):
-        self.context, self.tf = context, tf
-        self.count = context.num_replicas_in_sync
-        self.replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
-        self.local_ids = tf.reshape(self.replica, (1,))
-
-    def gather(self, x, differentiable=True):
-        tf = self.tf
-        x = tf.convert_to_tensor(x)
-        if not differentiable:
-            x = tf.stop_gradient(x)
-        gathered = self.context.all_gather(x, axis=0)  # its gradient: all-reduce, then this slice
-        rows = None if x.shape[0] is None else x.shape[0] * self.count
-        return tf.ensure_shape(gathered, [rows, *x.shape[1:]])
-
-    def all_sum(self, x):
-        return self.context.all_reduce("sum", x)  # differentiable: the gradient is an all-reduce too
-
-    def all_max(self, x):
-        return self.tf.reduce_max(self.context.all_gather(x[None], axis=0), axis=0)
-
-    def local_rows(self, values):
-        return self.tf.reshape(values, (self.count, -1))[self.replica]
-
-    def constrain(self, x, rank, axis=0):
-        return x
-
-
-def _shard_context(jax_shards: int, jax_layout):
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
-            context = tf.distribute.get_replica_context()
-            if context.num_replicas_in_sync > 1:
-                return _ReplicaShard(context, tf)
-        return _AllShards(1)
-    return _AllShards(jax_shards, jax_layout)
 
 
 def _jax_class_layout(rows: int, rank: int):
@@ -577,12 +501,6 @@ class _Recording:
     def __exit__(self, *exc):
         self.head.recorders.active = None
         return False
-
-
-def _tf_replicas() -> int:
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _replica_variable(shape, name, initializer="zeros"):

@@ -9,6 +9,7 @@ so two replicas compute what one device computes on the same global batch.
 
 import keras
 
+from models.heads.base import FaceHead
 from trainer.registry import HEADS
 
 # Global-batch statistics across tf.distribute replicas; under JAX the step is one SPMD
@@ -18,7 +19,7 @@ SYNC_BN = keras.backend.backend() == "tensorflow"
 
 @HEADS.register("projector")
 @keras.saving.register_keras_serializable(package="facetrain")
-class ProjectorHead(keras.layers.Layer):
+class ProjectorHead(FaceHead):
     """Embeddings (B, D) → projections (B, output_dim), float32."""
 
     def __init__(self, hidden_dim=256, output_dim=128, num_layers=2, batch_norm=True, **kwargs):

@@ -103,7 +103,7 @@ def test_loop_config_round_trips():
     config = loop.get_config()
     clone = type(loop).from_config(json.loads(json.dumps(config)))
     assert clone.images_per_identity == 5
-    assert clone.pair_loss.get_config() == loop.pair_loss.get_config()
+    assert clone.face_loss.get_config() == loop.face_loss.get_config()
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     loop(x)
     clone(x)
