@@ -16,6 +16,7 @@ from PIL import Image
 
 from trainer.evaluation import album
 from trainer.evaluation.album_page import write_album_page
+from trainer.faces import sample_photos
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -137,3 +138,70 @@ def test_comparison_puts_old_albums_beside_their_continuation_with_the_breakage_
     assert "nothing continues this album" in dom
     # the smiths' second person, split off the old album, is a new album on the right
     assert dom.count('<span class="flag new">new</span>') == 2  # and the jones's first person
+
+
+# -- the whole way: photos → aligned training set → a trained model → albums → the page -----------
+
+def person_of_face(face, placements):
+    centre = np.mean(np.reshape(face["box"], (2, 2)), 0)
+    return min(placements, key=lambda p: np.linalg.norm(sample_photos.face_centre(p) - centre)).person
+
+
+@pytest.mark.e2e
+def test_family_photos_become_one_album_per_person(tmp_path, capsys):
+    """Composites of the two people (other photos than the training ones) give, per family,
+    one album per person present holding all of that person's faces, and the page shows them."""
+    pytest.importorskip("dlib")
+    if "astronaut" not in sample_photos.sample_photo_paths():
+        pytest.skip("scikit-image's astronaut photo is not installed")
+    from trainer.commands.album import main as album_main
+    from trainer.commands.data.align import main as align_main
+
+    # 1. An aligned training set: identity folders of composites of each person.
+    for seed, person in enumerate(("astronaut", "grace_hopper")):
+        sample_photos.write_family(str(tmp_path / "train_photos" / person), 20, seed=100 + seed, people=(person,))
+    assert align_main([f"input={tmp_path / 'train_photos'}", f"output={tmp_path / 'aligned'}",
+                       "progress=false"]) == 0
+    # 2. A model trained by the framework on it.
+    env = {**os.environ, "PYTHONPATH": REPO}
+    job = subprocess.run([sys.executable, "-m", "trainer", "data=folder", f"data.path={tmp_path / 'aligned'}",
+                          "data.image_size=32", "data.holdout=0", "trainer.epochs=4", "trainer.batch_size=32",
+                          "logger=none", f"run.dir={tmp_path / 'run'}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert job.returncode == 0, job.stderr[-2000:]
+    model = str(tmp_path / "run" / "export" / "embedding.keras")
+    # 3. Its operating point, from the training faces only (two people leave none to hold out):
+    # halfway between the mean distance within a person and the mean distance between the two.
+    from trainer.evaluation.photo_albums import embed_faces, faces_in, read_crops
+
+    faces = faces_in(str(tmp_path / "aligned"))
+    embeddings = embed_faces(model, read_crops(str(tmp_path / "aligned"), faces, 112), 64, "model")
+    labels = np.array([face.family for face in faces])
+    distances, same = album.cosine_distances(embeddings), labels[:, None] == labels[None, :]
+    threshold = (distances[same].mean() + distances[~same].mean()) / 2
+    # 4. Albums of two families' photos.
+    placements = {}
+    for seed, family in enumerate(("smiths", "joneses")):
+        for name, placed in sample_photos.write_family(str(tmp_path / "photos" / family), 8, seed=200 + seed).items():
+            placements[f"{family}/{name}"] = placed
+    capsys.readouterr()
+    assert album_main([f"photos={tmp_path / 'photos'}", f"model={model}", f"threshold={threshold}",
+                       f"output={tmp_path / 'out'}", "progress=false"]) == 0
+    report = json.loads((tmp_path / "out" / "albums.json").read_text())
+    shown = 0
+    for family in report["families"]:
+        people = {p.person for name, placed in placements.items() if name.startswith(family["family"] + "/")
+                  for p in placed}
+        assert not family["unsorted"] and len(family["albums"]) == len(people), family["family"]
+        found = set()
+        for album_entry in family["albums"]:
+            who = {person_of_face(f, placements[f["photo"]]) for f in album_entry["faces"]}
+            assert len(who) == 1, (family["family"], who)  # nobody else's face in a person's album
+            found |= who
+            shown += len(album_entry["faces"])
+        assert found == people  # and each person's faces all in that one album
+    assert shown == report["faces"] == sum(len(p) for p in placements.values())
+    # 5. The page, as a browser shows it.
+    dom = browse(str(tmp_path / "out" / "albums" / "index.html"), screenshot=str(tmp_path / "albums.png"))
+    assert loaded_thumbnails(dom) == shown
+    assert dom.count('class="album new"') == sum(len(f["albums"]) for f in report["families"]) == 4
