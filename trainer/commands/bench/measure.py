@@ -29,6 +29,7 @@ import numpy as np
 from trainer.commands.bench import flops as flops_module
 from trainer.commands.bench.interleave import Interleaver, Runner
 from trainer.commands.bench.memory import gib, peak_device_bytes, peak_host_bytes
+from trainer.commands.bench.minimal_step import MinimalRunner
 from trainer.commands.bench.timing import Windows, paired_ratio, steps_windows
 
 FRAMEWORK_TARGET = 0.95   # framework step >= 0.95 x the minimal step
@@ -66,7 +67,6 @@ def run_bench(cfg) -> dict:
 
 def _measure(cfg, bench, job, synthetic, warmup_steps, steps_per_window, windows, run_dir) -> dict:
     from trainer import records
-    from trainer.builders import build_loop, build_optimizer
 
     runtime, source, loop, callbacks = job.runtime, job.source, job.loop, job.callbacks
     seed, batch_size, steps_per_epoch, epochs = job.seed, job.batch_size, job.steps_per_epoch, job.epochs
@@ -92,8 +92,7 @@ def _measure(cfg, bench, job, synthetic, warmup_steps, steps_per_window, windows
     runners = []
     results["framework"] = steps_windows(batch_size, steps_per_window)
     if bench.minimal:
-        runners.append(_MinimalRunner(cfg, runtime, num_classes, image_size, steps_per_epoch,
-                                      epochs, batches, build_loop, build_optimizer))
+        runners.append(MinimalRunner(cfg, runtime, num_classes, image_size, steps_per_epoch, epochs, batches))
         results["minimal"] = steps_windows(batch_size, steps_per_window)
     pipeline_runner = None
     if bench.pipeline and source is not None:
@@ -148,7 +147,7 @@ def _measure(cfg, bench, job, synthetic, warmup_steps, steps_per_window, windows
         ratios["pipeline_over_framework"] = paired_ratio(results["pipeline"], results["framework"])
 
     flops = flops_module.flops_summary(loop, (image_size, image_size, 3))
-    minimal_runner = next((r for r in runners if isinstance(r, _MinimalRunner)), None)
+    minimal_runner = next((r for r in runners if isinstance(r, MinimalRunner)), None)
     xla = minimal_runner.step.compiled_flops() if minimal_runner is not None else None
     if xla:
         flops["xla_train_flops_per_image"] = int(xla / batch_size)
@@ -164,10 +163,17 @@ def _measure(cfg, bench, job, synthetic, warmup_steps, steps_per_window, windows
     framework_step = summaries["framework"].get("step_seconds")
     epoch_end = (interleaver.train_end_started - interleaver.epoch_end_started
                  if interleaver.epoch_end_started and interleaver.train_end_started else None)
+    breakdown = None
+    if bench.get("breakdown"):
+        from trainer.commands.bench.breakdown import measure_breakdown
+
+        breakdown = measure_breakdown(cfg, job, batches, num_classes, image_size, warmup_steps,
+                                      steps_per_window, windows, run_dir)
     job = job_description(cfg, runtime, num_classes, image_size, batch_size, steps_per_epoch, synthetic)
     job["parameters"] = int(loop.count_params())
     return {
         "job": job,
+        "breakdown": breakdown,
         "bench": {"warmup_steps": warmup_steps, "windows": windows,
                   "steps_per_window": steps_per_window, "distinct_batches": distinct,
                   "pipeline_batches": int(bench.pipeline_batches),
@@ -342,25 +348,6 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 # -- the runners between framework windows -------------------------------------------
-
-class _MinimalRunner(Runner):
-    name = "minimal"
-
-    def __init__(self, cfg, runtime, num_classes, image_size, steps_per_epoch, epochs, batches,
-                 build_loop, build_optimizer):
-        from trainer.commands.bench.minimal_step import MinimalStep
-
-        with runtime.scope():
-            loop = build_loop(cfg, num_classes, image_size)
-            optimizer = build_optimizer(cfg, steps_per_epoch, steps_per_epoch * epochs)
-        self.step = MinimalStep(loop, optimizer, batches, jit_compile=runtime.jit_compile)
-
-    def warmup(self, steps):
-        self.step.warmup(steps)
-
-    def window(self, steps):
-        return self.step.window(steps)
-
 
 class _PipelineRunner(Runner):
     """Pulls batches from the job's pipeline; the first epoch (decode, cache fill) is warm-up.

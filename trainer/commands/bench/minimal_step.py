@@ -57,6 +57,26 @@ class MinimalStep:
         return getattr(self._run, "compiled_flops", lambda: None)()
 
 
+class MinimalRunner:
+    """The minimal step on its own copy of the job's model and optimizer, as the interleaver runs it."""
+
+    name = "minimal"
+
+    def __init__(self, cfg, runtime, num_classes, image_size, steps_per_epoch, epochs, batches):
+        from trainer.builders import build_loop, build_optimizer
+
+        with runtime.scope():
+            loop = build_loop(cfg, num_classes, image_size)
+            optimizer = build_optimizer(cfg, steps_per_epoch, steps_per_epoch * epochs)
+        self.step = MinimalStep(loop, optimizer, batches, jit_compile=runtime.jit_compile)
+
+    def warmup(self, steps):
+        self.step.warmup(steps)
+
+    def window(self, steps):
+        return self.step.window(steps)
+
+
 class _TensorFlowStep:
     def __init__(self, owner: MinimalStep):
         import tensorflow as tf

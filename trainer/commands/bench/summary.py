@@ -59,6 +59,10 @@ def summary_lines(report: dict) -> list[str]:
     if run:
         lines.append(f"the job alone (python -m trainer): peak host memory {run['peak_host_gib']} GiB, "
                      f"{run.get('images_per_second')} images/s, {run['wall_seconds']} s, exit {run['exit_code']}")
+    if report.get("breakdown"):
+        from trainer.commands.bench.breakdown import breakdown_lines
+
+        lines.extend(breakdown_lines(report["breakdown"]))
     lines.append(f"machine: {report['machine'].get('cpu')} x{report['machine'].get('cpus')}, "
                  f"device {report['machine'].get('device')}, load average {report['machine'].get('load_average')}")
     return lines
