@@ -106,3 +106,21 @@ class StepSchedule(WarmupSchedule):
 
     def get_config(self):
         return {**super().get_config(), "milestones": self.milestones, "gamma": self.gamma}
+
+
+@SCHEDULES.register("poly")
+@keras.saving.register_keras_serializable(package="facetrain")
+class PolySchedule(WarmupSchedule):
+    """Polynomial decay to 0 at the end of the run: base × (1 − progress)^power (arcface_torch's PolyScheduler, power 2)."""
+
+    def __init__(self, base_lr, steps_per_epoch, total_steps, warmup_epochs=0.0, power=2.0):
+        super().__init__(base_lr, steps_per_epoch, total_steps, warmup_epochs)
+        self.power = float(power)
+
+    def decayed(self, step):
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+        return self.base_lr * ops.power(1.0 - progress, self.power)
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}

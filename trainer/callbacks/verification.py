@@ -86,8 +86,11 @@ class VerificationCallback(keras.callbacks.Callback):
             embeddings, xnorm = embed_with_norm(self.model.embedding_model, images, self.batch_size)
             distances = squared_distances(embeddings[0::2], embeddings[1::2])
             results[name] = verification_metrics(distances, issame, self.folds, xnorm)
+            # As arcface_torch logs each target: accuracy, XNorm and the highest accuracy so far.
+            highest = max([results[name]["accuracy"]] + [h["results"][name]["accuracy"] for h in self.history
+                                                         if h["step"] < step and name in h["results"]])
             print(f"step {step} verification ({name}): accuracy {results[name]['accuracy']:.4f} "
-                  f"± {results[name]['accuracy_std']:.4f}, XNorm {xnorm:.2f}", flush=True)
+                  f"± {results[name]['accuracy_std']:.4f}, XNorm {xnorm:.2f}, highest {highest:.4f}", flush=True)
         score = (float(np.mean([r["accuracy"] for r in results.values()])) if self.monitor == MEAN
                  else results[self.monitor]["accuracy"])
         self.history = [h for h in self.history if h["step"] < step]
