@@ -214,7 +214,7 @@ def test_command_line_image_size_and_one_face_per_photo(photos, tmp_path, capsys
     assert main([f"input={family}", f"output={tmp_path / 'out'}", "data.image_size=64", "faces=largest",
                  "workers=1", "progress=false"]) == 0
     printed = capsys.readouterr().out
-    assert "photos 5: 3 faces aligned, 1 photos without a face, 1 unreadable" in printed
+    assert "photos 5: 3 faces aligned, 1 photo without a face, 1 unreadable" in printed
     assert "unreadable: corrupt.jpg" in printed and "3 not the largest" in printed
     crops = sorted((tmp_path / "out").glob("*.jpg"))
     assert [c.name for c in crops] == ["composite_0_0.jpg", "composite_1_0.jpg", "composite_2_0.jpg"]

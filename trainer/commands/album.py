@@ -7,13 +7,19 @@ rerun), embeds the faces with ``model``, and clusters each family (a sub-folder 
 (each person's photos and faces) and ``albums/index.html`` (one row of faces per person,
 linked to the photos). With ``old_model=``, the old model's albums stand beside the new
 one's, with the release gate's breakage (mixed, split, disappeared) highlighted.
-Keys: conf/album.yaml and conf/align.yaml. A mistake in the command is one line, exit 2.
+Also takes the detection keys of python -m trainer.data.align (conf/align.yaml: faces=,
+detector=, upsample=, detect_size=, min_score=, min_size=, workers=, progress=,
+data.image_size=). docs/albums.md walks through it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from trainer.commands import command_config, edge
+
+COMMAND = "album"
 
 PAGE = os.path.join("albums", "index.html")
 FACES = os.path.join("albums", "faces")
@@ -33,34 +39,30 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from trainer.commands.cli import HELP_FLAGS, run_command
-
-    argv = sys.argv[1:] if argv is None else argv
-    if any(argument in HELP_FLAGS for argument in argv):
-        print(__doc__.strip())
+    process = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command_config.answered(argv, COMMAND, __doc__):
         return 0
 
-    def body():
-        from trainer.config import compose
+    def run() -> int:
         from trainer.faces.align_folder import AlignSettings, align_folder
         from trainer.io import write_json
         from trainer.registry import ConfigError
 
-        cfg = compose(list(argv), config_name="album")
+        cfg = command_config.parse(COMMAND, argv)
         if not cfg.photos or not cfg.model:
             raise ConfigError("give photos=<folder of photos> and model=<embedding.keras>")
         for key in ("model", "old_model"):
             if cfg[key] and not os.path.exists(str(cfg[key])):
-                raise ConfigError(f"{key}={cfg[key]} does not exist")
+                raise ConfigError(f"{key}={cfg[key]} does not exist: point it at an exported model, "
+                                  "e.g. runs/<name>/export/embedding.keras")
         output = str(cfg.output)
+        edge.log_to(os.path.join(output, f"{COMMAND}.log"))
         aligned = os.path.join(output, FACES)
         # Align before Keras is loaded: the worker processes start without TensorFlow.
         counts = align_folder(str(cfg.photos), aligned, AlignSettings.from_config(cfg), workers=cfg.workers,
                               progress=bool(cfg.progress))
         print("\n".join(counts.lines()))
-        from trainer.console import quiet_startup
-
-        quiet_startup()
         from trainer.evaluation.album_page import write_album_page
         from trainer.evaluation.photo_albums import album_report
 
@@ -70,10 +72,11 @@ def main(argv=None) -> int:
                               min_album=int(cfg.min_album), batch_size=int(cfg.batch_size))
         write_json(os.path.join(output, "albums.json"), report)
         page = write_album_page(report, os.path.join(output, PAGE))
-        return "\n".join(summary_lines(report) + [f"albums: {os.path.join(output, 'albums.json')}",
-                                                  f"page: {page}"])
+        print("\n".join(summary_lines(report) + [f"albums: {os.path.join(output, 'albums.json')}",
+                                                 f"page: {page}"]))
+        return 0
 
-    return run_command(body)
+    return edge.run(COMMAND, run, process)
 
 
 if __name__ == "__main__":

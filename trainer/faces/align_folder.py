@@ -69,7 +69,8 @@ class AlignCounts:
     skipped_done: int = 0                            # photos a previous run had done
 
     def lines(self) -> list[str]:
-        lines = [f"photos {self.photos}: {self.faces} faces aligned, {self.photos_without_face} photos "
+        without = self.photos_without_face
+        lines = [f"photos {self.photos}: {self.faces} faces aligned, {without} photo{'' if without == 1 else 's'} "
                  f"without a face, {len(self.unreadable)} unreadable",
                  f"faces left out: {self.below_min_score} below min_score, {self.below_min_size} below "
                  f"min_size" + (f", {self.not_largest} not the largest in their photo" if self.not_largest else ""),

@@ -6,38 +6,41 @@ output mirrors the input's folders (identity folders stay a ``data=folder`` trai
 ``faces=largest`` keeps one face per photo) with one crop per face, ``<photo>_<k>.jpg``,
 and ``manifest.jsonl`` (source photo, box, landmarks, detector score per face). Parallel
 over photos (``workers=``); a rerun skips photos already done; unreadable photos are
-counted and named. Keys: conf/align.yaml. A mistake in the command is one line, exit 2.
+counted and named. Needs dlib: pip install "facetrain[align]". docs/albums.md walks through it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+
+from trainer.commands import command_config, edge
+
+COMMAND = "align"
 
 
 def main(argv=None) -> int:
-    from trainer.commands import command_config, edge
-
     process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, "align", __doc__):
+    if command_config.answered(argv, COMMAND, __doc__):
         return 0
-    # Aligning needs neither Keras nor TensorFlow (the worker processes start several seconds
-    # sooner without them), and nothing here imports them.
 
-    def body() -> int:
+    def run() -> int:
+        # Aligning needs neither Keras nor TensorFlow: nothing here imports them, so the worker
+        # processes start in a second, not ten.
         from trainer.faces.align_folder import AlignSettings, align_folder
         from trainer.registry import ConfigError
 
-        cfg = command_config.parse("align", argv)
+        cfg = command_config.parse(COMMAND, argv)
         if not cfg.input or not cfg.output:
             raise ConfigError("give both input=<folder of photos> and output=<folder for the crops>")
-        edge.log_to(f"{cfg.output}/align.log")
+        edge.log_to(os.path.join(str(cfg.output), f"{COMMAND}.log"))
         counts = align_folder(str(cfg.input), str(cfg.output), AlignSettings.from_config(cfg),
                               workers=cfg.workers, progress=bool(cfg.progress))
         print("\n".join(counts.lines() + [f"crops and manifest.jsonl: {cfg.output}"]))
         return 0
 
-    return edge.run("align", body, process)
+    return edge.run(COMMAND, run, process)
 
 
 if __name__ == "__main__":
