@@ -67,6 +67,29 @@ def test_album_outcomes_add_up_to_the_gates_breakage_counts(pairs, min_size):
             assert (ordered_after[members] == outcome["continuation"]).any()
 
 
+# -- families and thresholds -------------------------------------------------------------------
+
+def test_a_family_is_a_first_level_folder_or_the_whole_folder():
+    from trainer.evaluation.photo_albums import family_of
+
+    assert family_of("smiths/2024/beach.jpg") == "smiths"
+    assert family_of("beach.jpg") == ""
+
+
+def test_threshold_auto_is_the_models_own_verification_threshold(tmp_path):
+    from trainer.evaluation.photo_albums import resolve_threshold
+    from trainer.registry import ConfigError
+
+    model = tmp_path / "run" / "export" / "embedding.keras"
+    model.parent.mkdir(parents=True)
+    assert resolve_threshold("0.25", str(model)) == 0.25
+    with pytest.raises(ConfigError, match="threshold=<cosine distance>"):
+        resolve_threshold("auto", str(model))
+    # metrics.json holds the squared distance between unit vectors: twice the cosine distance
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"final": {"verification": {"threshold": 1.2}}}))
+    assert resolve_threshold("auto", str(model)) == pytest.approx(0.6)
+
+
 # -- the page, from a hand-made report ---------------------------------------------------------
 
 def make_report(tmp_path, old=False):
