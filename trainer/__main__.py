@@ -126,6 +126,10 @@ def _remove_unstarted(run_dir: str) -> None:
     if log is not None:
         log.detach()
     shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(os.path.abspath(run_dir)))  # runs/ too, when Hydra made it for this job
+    except OSError:
+        pass  # not empty: other runs live there
 
 
 if __name__ == "__main__":
