@@ -157,13 +157,21 @@ def _check_same_run(cfg, folder: str, current: dict, is_chief: bool) -> tuple[st
     changed = tuple(sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k)))
     # trainer.resume_changes is refuse or allow (trainer.config.CHOICE_KEYS checked it)
     if changed and cfg.trainer.get("resume_changes", "refuse") != "allow":
-        shown = ", ".join(f"{k} ({_shown(recorded.get(k))} -> {_shown(current.get(k))})" for k in changed[:6])
-        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        named = _named_changes(changed)
+        shown = ", ".join(f"{k} ({_shown(recorded.get(k))} -> {_shown(current.get(k))})" for k in named[:6])
+        more = f" and {len(named) - 6} more" if len(named) > 6 else ""
         raise ConfigError(
             f"resume refused: the checkpoint in {folder} was trained with other settings: {shown}{more}; "
             "rerun with its settings, start fresh with trainer.resume=never (or another run.name), "
             "or accept the change with trainer.resume_changes=allow")
     return changed
+
+
+def _named_changes(changed: tuple[str, ...]) -> list[str]:
+    """The keys worth naming: a component switched (``loss.name``) stands for all its keys."""
+    switched = {key.rsplit(".", 1)[0] for key in changed if key.endswith(".name")}
+    return sorted((k for k in changed if k.endswith(".name") or k.rsplit(".", 1)[0] not in switched),
+                  key=lambda k: (not k.endswith(".name"), k))
 
 
 def _shown(value) -> str:

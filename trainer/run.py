@@ -129,7 +129,6 @@ class Run:
     def recorded(self) -> dict:
         """The stages with ``metrics.json`` kept true: finished, failed (why) or interrupted."""
         self.report = records.RunReport(self.records_dir, self.cfg)
-        io.write_text(io.join(self.records_dir, "config.yaml"), OmegaConf.to_yaml(self.cfg, resolve=True))
         self.report.start()
         try:
             for stage in (self.assemble, self.plan_start, self.evaluate_untrained, self.fit,
@@ -164,6 +163,8 @@ class Run:
             self.plan = plan_resume(self.cfg, job, self.run_dir)
         if job.runtime.is_chief:
             write_fingerprint(self.run_dir, self.plan)
+        # Once the plan accepts this config: a refused rerun leaves the run's config.yaml as it was.
+        io.write_text(io.join(self.records_dir, "config.yaml"), OmegaConf.to_yaml(self.cfg, resolve=True))
         start = self.plan.start
         self.report.update(steps_per_epoch=job.steps_per_epoch, batch_size=job.batch_size,
                            num_classes=job.source.num_classes, train_images=job.source.num_examples,
@@ -219,7 +220,7 @@ class Run:
             self.reached = (Position(*stopper.stopped_at) if stopper.stopped_at else
                             Position(segment.end_epoch, 0, segment.end_epoch * job.steps_per_epoch))
             signals.raise_if_pending()
-        skipped = list(job.source.corrupt_records)
+        skipped = list(dict.fromkeys(map(tuple, job.source.corrupt_records)))  # also read by the plan
         if skipped:  # data.on_corrupt=skip: say what was left out
             self.report.update(corrupt_records={
                 "count": len(skipped), "records": [{"file": f, "record": i, "reason": r} for f, i, r in skipped]})

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -153,6 +154,42 @@ def test_ctrl_c_after_training_keeps_the_final_step_and_the_rerun_evaluates_it(t
     assert os.path.exists(os.path.join(run_dir, "export", "embedding.keras"))
     for key, value in h5_arrays(os.path.join(run_dir, "checkpoints", "ckpt-000000012.weights.h5")).items():
         np.testing.assert_array_equal(value, weights[key], err_msg=key)
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Sends this process ``signum`` after global step ``step`` (a person pressing Ctrl-C)."""
+
+    def __init__(self, step, signum="SIGINT", run_dir=None, config=None):
+        super().__init__()
+        self.step, self.signum, self.seen = int(step), getattr(signal, signum), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.e2e
+def test_a_run_without_callbacks_saves_where_it_was_interrupted_and_resumes_there(tmp_path):
+    import trainer
+    from trainer.run import RunInterrupted
+
+    def config(run_dir, *extra):
+        return trainer.compose([*TINY[:10], "callbacks=none", "trainer.epochs=2", "trainer.steps_per_epoch=3",
+                                "runtime.jit_compile=false", f"run.dir={run_dir}", *extra])
+
+    assert trainer.train(config(tmp_path / "whole"))["status"] == "finished"
+    stopper = f"+callbacks.ctrl_c={{name: {SignalAt.__module__}.SignalAt, step: 4}}"
+    with pytest.raises(RunInterrupted, match=r"^interrupted \(Ctrl-C\) at step 4: saved .*ckpt-000000004"):
+        trainer.train(config(tmp_path / "resumed", stopper))
+    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == [
+        "ckpt-000000004.json", "ckpt-000000004.weights.h5", "fingerprint.json", "latest.json"]
+    metrics = trainer.train(config(tmp_path / "resumed"))
+    assert metrics["status"] == "finished" and metrics["resumed_from_step"] == 4
+    whole, resumed = (keras.saving.load_model(str(tmp_path / name / "export" / "embedding.keras")).get_weights()
+                      for name in ("whole", "resumed"))
+    for a, b in zip(whole, resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 # -- the signal module's rules, in small processes (no TensorFlow) -------------------------------

@@ -100,6 +100,44 @@ def test_a_dead_process_lock_is_taken_over(tmp_path):
         assert f"process {os.getpid()}" in open(lock.path).read()
 
 
+def dead_pid() -> int:
+    """The id of a process that has ended (a temporary's writer killed before it finished)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_the_lock_survives_its_folder_being_deleted(tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "deleted"
+    with RunLock(str(run_dir)):
+        shutil.rmtree(run_dir)  # a user removes the folder while the job runs
+        with pytest.raises(RunDirectoryBusy, match=f"in use by process {os.getpid()}"):
+            trainer.train(job(run_dir))  # the same command again: refused, not a second writer
+    with RunLock(str(run_dir)):  # released with the job
+        pass
+
+
+def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
+    from trainer.run_dir import remove_leftover_temporaries
+
+    living = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "checkpoints").mkdir()
+        kept = [tmp_path / f".tmp-{living.pid}-metrics.json",  # a writer still at work (another job)
+                tmp_path / "checkpoints" / f".tmp-{os.getpid()}-ckpt-000000003.weights.h5",  # this process's
+                tmp_path / ".tmp-unnamed-metrics.json"]  # no writer named: not known to be dead
+        removed = tmp_path / "checkpoints" / f".tmp-{dead_pid()}-ckpt-000000003.weights.h5"
+        for path in [*kept, removed]:
+            path.write_text("half")
+        assert remove_leftover_temporaries(str(tmp_path)) == [str(removed)]
+        assert all(path.exists() for path in kept)
+    finally:
+        living.kill()
+        living.wait()
+
+
 def test_a_misspelt_resume_is_one_line_before_any_work(tmp_path):
     run_dir = tmp_path / "typo"
     with pytest.raises(ConfigError, match=r"trainer.resume='atuo' is not auto, never or an existing"):
@@ -133,7 +171,8 @@ def test_leftover_temporaries_are_removed_and_a_truncated_checkpoint_falls_back(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["epochs"] = metrics["epochs"][:1]
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    leftovers = [run_dir / ".tmp-123-metrics.json", run_dir / "checkpoints" / ".tmp-9-ckpt-000000009.weights.h5"]
+    dead = dead_pid()
+    leftovers = [run_dir / f".tmp-{dead}-metrics.json", run_dir / "checkpoints" / f".tmp-{dead}-ckpt-000000009.weights.h5"]
     for path in leftovers:
         path.write_text("half")
     newest = run_dir / "checkpoints" / "ckpt-000000006.weights.h5"
@@ -229,3 +268,73 @@ def test_corrupt_data_is_one_line_or_counted(on_corrupt, tmp_path):
     metrics = trainer.train(cfg)
     assert metrics["corrupt_records"]["count"] == 1
     assert metrics["corrupt_records"]["records"][0]["file"].endswith("p09/2.png")
+
+
+def test_a_rerun_that_changes_loss_or_optimizer_is_refused_before_training(finished_run, tmp_path):
+    import shutil
+
+    source, _ = finished_run
+    run_dir = tmp_path / "changed"
+    shutil.copytree(source, run_dir)
+    mark_unfinished(run_dir)
+    saved, config = sorted(os.listdir(run_dir / "checkpoints")), digest(run_dir / "config.yaml")
+    with pytest.raises(ConfigError) as refused:  # the epoch count may change: it is not named
+        trainer.train(job(run_dir, "trainer.epochs=3", "loss=cosface", "optimizer=sgd"))
+    line = str(refused.value)
+    assert line.startswith(f"resume refused: the checkpoint in {run_dir / 'checkpoints'} was trained with "
+                           "other settings: ") and "\n" not in line
+    assert "loss.name (arcface -> cosface)" in line and "optimizer.name (adamw -> sgd)" in line
+    assert "trainer.epochs" not in line and line.endswith("trainer.resume_changes=allow")
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == f"failed: {line}"
+    assert sorted(os.listdir(run_dir / "checkpoints")) == saved  # nothing trained, nothing written
+    assert digest(run_dir / "config.yaml") == config  # it still says what the checkpoints were trained with
+
+    accepted = trainer.train(job(run_dir, "trainer.epochs=3", "loss=cosface", "trainer.resume_changes=allow"))
+    assert accepted["status"] == "finished" and accepted["resumed_from_step"] == 6
+    assert {"loss.name", "loss.margin"} <= set(accepted["resume_changes_accepted"])
+
+
+def faces_folder(root, identities=12, images=3):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(identities):
+        (root / f"p{i:02d}").mkdir(parents=True)
+        for j in range(images):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / f"p{i:02d}" / f"{j}.png")
+    return root
+
+
+def folder_job(root, run_dir, *overrides):
+    return trainer.compose(["data=folder", f"data.path={root}", "data.image_size=16", "data.holdout=0",
+                            "trainer.batch_size=8", "trainer.epochs=1", "logger=none", "eval=verification",
+                            "eval.pairs=10", f"run.dir={run_dir}", *overrides])
+
+
+def test_photos_moved_to_other_identities_are_refused_on_resume(tmp_path):
+    root = faces_folder(tmp_path / "people")
+    run_dir = tmp_path / "run"
+    assert trainer.train(folder_job(root, run_dir))["status"] == "finished"
+    mark_unfinished(run_dir)
+    # each person's photos moved into the next person's folder: same names, same counts
+    os.rename(root / "p11", root / "moved")
+    for i in range(10, -1, -1):
+        os.rename(root / f"p{i:02d}", root / f"p{i + 1:02d}")
+    os.rename(root / "moved", root / "p00")
+    with pytest.raises(ConfigError, match=r"other settings: data\.sample \("):
+        trainer.train(folder_job(root, run_dir, "trainer.epochs=2"))
+
+
+def test_a_run_whose_optimizer_never_stepped_fails(tmp_path):
+    root = faces_folder(tmp_path / "people")
+    for path in root.glob("*/*.png"):
+        path.write_bytes(path.read_bytes()[:40])  # every training image undecodable
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunFailed) as failure:
+        trainer.train(folder_job(root, run_dir, "data.on_corrupt=skip"))
+    assert str(failure.value) == ("the optimizer never stepped: all 36 training images read were skipped as "
+                                  "corrupt (data.on_corrupt=skip); nothing was trained, so nothing is evaluated "
+                                  "or exported")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == f"failed: {failure.value}" and metrics["optimizer_steps"] == 0
+    assert not (run_dir / "export" / "embedding.keras").exists()
