@@ -167,7 +167,8 @@ def ijb_settings(value) -> dict:
         if key not in IJB_DEFAULTS:
             raise ConfigError(f"unknown option 'ijb.{key}': {did_you_mean(key, IJB_DEFAULTS)}")
     settings = {**IJB_DEFAULTS, **value}
-    if any(key != "root" for key in value) and not settings["root"]:
+    # The command passes every key (its defaults included): only a changed one needs the root.
+    if any(key != "root" and value[key] != IJB_DEFAULTS[key] for key in value) and not settings["root"]:
         raise ConfigError("ijb.* options need the set's folder: ijb=<root of loose_crop/ and meta/>")
     return settings
 
