@@ -195,13 +195,9 @@ def test_family_photos_become_one_album_per_person(tmp_path, capsys):
     model = str(tmp_path / "run" / "export" / "embedding.keras")
     # 3. Its operating point, from the training faces only (two people leave none to hold out):
     # halfway between the mean distance within a person and the mean distance between the two.
-    from trainer.evaluation.photo_albums import embed_faces, faces_in, read_crops
+    from trainer.evaluation.photo_albums import midpoint_threshold
 
-    faces = faces_in(str(tmp_path / "aligned"))
-    embeddings = embed_faces(model, read_crops(str(tmp_path / "aligned"), faces, 112), 64, "model")
-    labels = np.array([face.family for face in faces])
-    distances, same = album.cosine_distances(embeddings), labels[:, None] == labels[None, :]
-    threshold = (distances[same].mean() + distances[~same].mean()) / 2
+    threshold = midpoint_threshold(str(tmp_path / "aligned"), model)
     # 4. Albums of two families' photos.
     placements = {}
     for seed, family in enumerate(("smiths", "joneses")):

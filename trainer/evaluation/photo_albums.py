@@ -78,6 +78,24 @@ def resolve_threshold(threshold, model_path: str, key: str = "threshold") -> flo
     return found
 
 
+def midpoint_threshold(aligned: str, model_path: str, batch_size: int = 64) -> float:
+    """A threshold for a model without held-out verification: halfway between the mean cosine
+    distance of two faces of one person and that of two different people, over an aligned
+    folder of identity folders (each first-level folder one person, e.g. the training set)."""
+    from trainer.evaluation.album import cosine_distances
+
+    faces = faces_in(aligned)
+    people = np.array([face.family for face in faces])
+    if len(set(people)) < 2:
+        raise ConfigError(f"{aligned} needs faces of at least two people (one folder each)")
+    distances = cosine_distances(embed_faces(model_path, read_crops(aligned, faces, _crop_size(aligned, faces)),
+                                             batch_size, "model"))
+    same = people[:, None] == people[None, :]
+    np.fill_diagonal(same, False)
+    different = people[:, None] != people[None, :]
+    return float((distances[same].mean() + distances[different].mean()) / 2)
+
+
 def embed_faces(model_path: str, crops: np.ndarray, batch_size: int, role: str) -> np.ndarray:
     from trainer.evaluation.verification import embed
     from trainer.export.model_files import load_embedding_model
