@@ -43,6 +43,7 @@ FRAMEWORK_LINE = re.compile(r"^\s*[IWEF]\d{4} \d\d:\d\d:\d\d|^WARNING: All log m
                             r"^To enable the following instructions:|"
                             # TFDS preparing a local builder's data: nothing is downloaded
                             r"^Downloading and preparing dataset|^Dataset \S+ downloaded and prepared to|"
+                            r"^INFO: .*TensorFlow Lite|"  # the TFLite interpreter's delegate notice
                             + BANNERS.pattern)
 _STARTED = False
 

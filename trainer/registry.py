@@ -179,6 +179,7 @@ class Registry:
         self._entries: dict[str, Callable] = {}
         self._origins: dict[str, str] = {}
         self._loaded = False
+        self._plugins_listed = False
 
     # -- registration -----------------------------------------------------
     def register(self, name: str | None = None, *, aliases: Iterable[str] = ()):
@@ -217,6 +218,9 @@ class Registry:
         self._add_plugins()
 
     def _add_plugins(self) -> None:
+        if self._plugins_listed:
+            return
+        self._plugins_listed = True  # entry points are read once per process
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_PREFIX + self.kind):
             if entry_point.name not in self._entries:
                 self.add(entry_point.name, _LazyEntryPoint(entry_point), origin=entry_point.value)

@@ -1,4 +1,4 @@
-"""How every command ends: the failure contract at the command's edge (docs/trust.md).
+"""How every command ends: the failure contract at the command's edge (README: When things go wrong).
 
 Every exception that leaves a command is classified once, here:
 
