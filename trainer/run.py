@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer import io, records, signals
 from trainer.callbacks.base import TrainerCallback
-from trainer.callbacks.checkpoint import (build_before_restore, checkpoint_dir, latest_checkpoint,
+from trainer.callbacks.checkpoint import (Checkpoint, build_before_restore, checkpoint_dir, latest_checkpoint,
                                           non_finite_variable, restore_checkpoint, save_checkpoint)
 from trainer.config import validate
 from trainer.console import make_epoch_line, on_terminal
@@ -198,7 +198,9 @@ class Run:
         throughput = records.Throughput(job.batch_size)
         # A progress bar on a terminal; in a log file, one rounded line per epoch.
         progress = [] if on_terminal() else [make_epoch_line()]
-        callbacks = [*job.callbacks, stopper, *loop_callbacks, throughput, self.report.epoch_logger(),
+        # Only the chief of a multi-worker job saves checkpoints (every worker holds the same weights).
+        job_callbacks = [c for c in job.callbacks if job.runtime.is_chief or not isinstance(c, Checkpoint)]
+        callbacks = [*job_callbacks, stopper, *loop_callbacks, throughput, self.report.epoch_logger(),
                      *self.loggers.callbacks, *progress]
         for index, segment in enumerate(plan.segments):
             batches = job.runtime.prepare_fit(loop, job.batches(segment.start_epoch, segment.end_epoch,

@@ -180,16 +180,12 @@ class Checkpoint(TrainerCallback):
 
     def __init__(self, run_dir, every_steps: int = 0, every_seconds: float = 0, keep: int = 2, config=None):
         super().__init__()
-        from trainer.runtime import worker_index
-
         self.folder = checkpoint_dir(str(run_dir))
         self.every_steps = int(every_steps or 0)
         self.every_seconds = float(every_seconds or 0)
         self.keep = max(int(keep), 1)
         trainer_node = config.get("trainer") if config is not None else None
         self.batch_size = int(trainer_node.batch_size) if trainer_node is not None else None
-        # Only the chief of a multi-worker job writes (every worker holds the same weights).
-        self.writes = config is None or worker_index(config.get("runtime")) == 0
         self._last_saved_step = None  # the step the current fit started from, then each save
         self._last_save_time = time.monotonic()
         self._done_in_epoch = 0
@@ -232,8 +228,6 @@ class Checkpoint(TrainerCallback):
         """Write the full state at data position (``epoch``, ``batch``) = global ``step``."""
         self._last_saved_step = step
         self._last_save_time = time.monotonic()
-        if not self.writes:
-            return None
         path = save_checkpoint(self.model, self.folder, epoch, batch, step,
                                steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size)
         if path is not None:
