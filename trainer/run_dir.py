@@ -54,7 +54,10 @@ class RunLock:
         self.run_dir = run_dir
         self.path = os.path.join(run_dir, LOCK_FILE)
         key = hashlib.sha1(os.path.realpath(run_dir).encode()).hexdigest()[:24]
-        self.path_lock = os.path.join(lock_folder(), f"{key}.lock")
+        try:
+            self.path_lock = os.path.join(lock_folder(), f"{key}.lock")
+        except OSError:  # no writable temporary folder: the run folder's own lock still holds
+            self.path_lock = None
         self._handles = []
 
     def acquire(self) -> "RunLock":
@@ -62,7 +65,7 @@ class RunLock:
         holder = (f"process {os.getpid()} on {socket.gethostname()} since "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({os.path.realpath(self.run_dir)})")
         try:
-            for path in (self.path_lock, self.path):  # the one that survives the folder first
+            for path in filter(None, (self.path_lock, self.path)):  # the one outside the folder first
                 self._handles.append(_locked(path, self.run_dir))
         except RunDirectoryBusy:
             self.release()
