@@ -165,7 +165,8 @@ def album_report(photos: str, aligned: str, model: str, threshold, old_model: st
                  old_threshold="auto", linkage: str = "average", min_album: int = 2,
                  batch_size: int = 64) -> dict:
     """Everything ``albums.json`` holds (see the module docstring)."""
-    faces = faces_in(aligned)
+    # Photos removed since an earlier run keep their lines in the manifest: leave their faces out.
+    faces = [face for face in faces_in(aligned) if os.path.exists(os.path.join(photos, face.photo))]
     if not faces:
         raise ConfigError(f"no faces were found in the photos of {photos}: nothing to sort into albums")
     crops = read_crops(aligned, faces, _crop_size(aligned, faces))
