@@ -67,3 +67,14 @@ def test_the_published_numbers_name_each_preset():
         script = f.read()
     for preset in PRESETS:
         assert f"experiment=arcface_torch_{preset}" in script
+
+
+@pytest.mark.e2e
+def test_the_documented_smoke_command_trains(run_cli, tmp_path):
+    """docs/recipes.md's laptop check: the whole ms1mv3_r50 recipe (iresnet50, E neck, Partial FC,
+    poly schedule, .bin verification callback) for a few steps at tiny shapes."""
+    result = run_cli("experiment=arcface_torch_ms1mv3_r50", "data=memory", "runtime=cpu", "debug=smoke",
+                     f"run.dir={tmp_path / 'run'}", timeout=1500)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "final verification (heldout)" in result.stdout
+    assert (tmp_path / "run" / "export" / "embedding.keras").exists()
