@@ -111,7 +111,10 @@ class StepSchedule(WarmupSchedule):
 @SCHEDULES.register("poly")
 @keras.saving.register_keras_serializable(package="facetrain")
 class PolySchedule(WarmupSchedule):
-    """Polynomial decay to 0 at the end of the run: base × (1 − progress)^power (arcface_torch's PolyScheduler, power 2)."""
+    """Polynomial decay to 0 at the end of the run: base × (1 − progress)^power.
+
+    arcface_torch's ``PolyScheduler`` (power 2), after the linear warm-up.
+    """
 
     def __init__(self, base_lr, steps_per_epoch, total_steps, warmup_epochs=0.0, power=2.0):
         super().__init__(base_lr, steps_per_epoch, total_steps, warmup_epochs)
