@@ -224,3 +224,14 @@ def test_family_photos_become_one_album_per_person(tmp_path, capsys):
     dom = browse(str(tmp_path / "out" / "albums" / "index.html"), screenshot=str(tmp_path / "albums.png"))
     assert loaded_thumbnails(dom) == shown
     assert dom.count('class="album new"') == sum(len(f["albums"]) for f in report["families"]) == 4
+    # 6. The same model as the old one: every album kept, nothing flagged; detection is not redone.
+    capsys.readouterr()
+    assert album_main([f"photos={tmp_path / 'photos'}", f"model={model}", f"old_model={model}",
+                       f"threshold={threshold}", f"old_threshold={threshold}", f"output={tmp_path / 'out'}",
+                       "progress=false"]) == 0
+    printed = capsys.readouterr().out
+    assert "this run: 0 photos aligned, 16 already done" in printed
+    assert "old model's 4 albums: 0 mixed, 0 split, 0 disappeared" in printed
+    dom = browse(str(tmp_path / "out" / "albums" / "index.html"))
+    assert loaded_thumbnails(dom) == 2 * shown
+    assert dom.count('<span class="flag kept">kept</span>') == 4 and 'class="pair mixed' not in dom
