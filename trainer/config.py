@@ -259,14 +259,14 @@ def group_options(group: str, searchpath: Sequence[str] = ()) -> list[str]:
     as ``--config-dir`` and ``hydra.searchpath`` give them.
     """
     options: set[str] = set()
-    for root in _config_roots(searchpath):
+    for root in config_roots(searchpath):
         folder = root.joinpath(*group.split("/"))
         if folder.is_dir():
             options.update(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
     return sorted(options)
 
 
-def _config_roots(searchpath: Sequence[str] = ()):
+def config_roots(searchpath: Sequence[str] = ()):
     import pathlib
 
     roots = [importlib.resources.files(CONFIG_MODULE)]
@@ -288,7 +288,7 @@ def _config_roots(searchpath: Sequence[str] = ()):
 
 def config_groups(searchpath: Sequence[str] = ()) -> list[str]:
     groups = set()
-    for root in _config_roots(searchpath):
+    for root in config_roots(searchpath):
         if root.is_dir():
             groups.update(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
     return sorted(groups)

@@ -146,6 +146,41 @@ def _parameter_kind(p: inspect.Parameter) -> tuple[str, bool] | None:
     return None
 
 
+def declaration(target) -> dict:
+    """One component's declaration, read from the imported object."""
+    accepted, required, is_open = accepted_parameters(target)
+    doc = inspect.getdoc(target) or ""
+    entry = {"module": getattr(target, "__module__", None),
+             "summary": doc.splitlines()[0] if doc else "",
+             "parameters": sorted(accepted), "required": sorted(required), "open": is_open,
+             "typed": {k: list(v) for k, v in typed_parameters(target).items()}}
+    rule = getattr(target, "minimum_input_size", None)
+    if callable(rule):
+        reads = [p.name for p in inspect.signature(rule).parameters.values()
+                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        # the minimum with no parameter set; a config setting one of ``reads`` asks the rule itself
+        entry["minimum_input_size"] = {"value": int(rule()), "reads": reads, **self_contained(rule)}
+    return entry
+
+
+def self_contained(rule) -> dict:
+    """``{"function", "source"}`` of a rule that needs nothing but Python's built-ins, else {}.
+
+    Such a rule (``2 ** len(widths)``) can be run from its source without importing its module.
+    """
+    import builtins
+    import textwrap
+
+    code = getattr(rule, "__code__", None)
+    if (code is None or rule.__name__ == "<lambda>" or rule.__closure__
+            or not set(code.co_names) <= set(dir(builtins))):
+        return {}
+    try:
+        return {"function": rule.__name__, "source": textwrap.dedent(inspect.getsource(rule))}
+    except (OSError, TypeError):
+        return {}
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -277,8 +312,6 @@ class Registry:
             declared = self.declared().get(name)
             if declared is not None:
                 return declared
-        from trainer.component_index import declaration
-
         return declaration(self.get(name))
 
     def minimum_input_size(self, name: str, params: Mapping[str, Any]) -> int | None:

@@ -17,7 +17,7 @@ from trainer.records import evaluation_scalars, wandb_identity
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMANDS = ("trainer", "trainer.evaluate", "trainer.bench", "trainer.testing", "trainer.list",
-            "trainer.data.convert", "trainer.commands.tools.make_bin", "trainer.commands.tools.show_augment")
+            "trainer.data.convert", "trainer.tools.make_bin", "trainer.tools.show_augment")
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -36,9 +36,9 @@ def default_options() -> dict[str, str]:
 
 def option_summary(group: str, option: str) -> str:
     """The first comment line of ``conf/<group>/<option>.yaml``, without its trailing ``group=option``."""
-    from trainer.config import _config_roots
+    from trainer.config import config_roots
 
-    for root in _config_roots():
+    for root in config_roots():
         path = root.joinpath(group, f"{option}.yaml")
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
