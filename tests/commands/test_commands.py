@@ -163,3 +163,15 @@ def test_run_folders_have_readable_names():
     assert name.startswith("folder-") and len(name) == len("folder-") + 6
     assert run_dir_name(None, "experiment=simclr,trainer.epochs=3").startswith("simclr-")
     assert run_dir_name(None, "loss=cosface,trainer.epochs=3") != run_dir_name(None, "loss=cosface")
+
+
+def test_evaluate_with_nothing_to_evaluate_says_what_to_pass(tmp_path, capsys):
+    from trainer.commands import evaluate
+
+    model = tmp_path / "elsewhere" / "embedding.keras"  # no run config.yaml beside export/
+    model.parent.mkdir()
+    model.write_bytes(b"")
+    assert evaluate.main([f"model={model}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: nothing to evaluate") and "bin_files=" in err[0]
+    assert not (tmp_path / "evaluation").exists()
