@@ -15,15 +15,17 @@ import abc
 
 import keras
 
+from augment.reseeding import Reseedable, layer_generators
 from trainer.keras_private import DataLayer, seed_generator
 
 
-class AugmentLayer(DataLayer, metaclass=abc.ABCMeta):
+class AugmentLayer(DataLayer, Reseedable, metaclass=abc.ABCMeta):
     """A random op on a batch (B, H, W, C) of float images in 0..255.
 
     Every sample gets its own draw; ``seed`` makes a fresh layer repeat itself
-    exactly. Subclasses implement ``augment(images, seed)``, where ``seed`` is
-    the layer's seed generator for the active backend.
+    exactly, and ``reseed(position)`` keys its next draw on a batch position
+    (``augment.reseeding``). Subclasses implement ``augment(images, seed)``, where
+    ``seed`` is the layer's seed generator for the active backend.
     """
 
     def __init__(self, seed: int | None = None, **kwargs):
@@ -40,6 +42,10 @@ class AugmentLayer(DataLayer, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def augment(self, images, seed):
         """The op on float images (B, H, W, C) in 0..255; ``seed`` is the backend's seed generator."""
+
+    def seed_generators(self, backend: str) -> list:
+        """Its own generator, then those of the layers inside it (``RandomApply``'s op)."""
+        return layer_generators(self, backend)
 
     # Helpers for subclasses ------------------------------------------------
     def batch_size(self, images):

@@ -121,14 +121,11 @@ def mix_loss(loss_fn, labels, y_pred, state_layer=None):
     call; calling it twice would update it twice per step, the second time from
     the partner's labels. So both calls start from the state as it was before the
     step, and the step keeps the update of the first call (the sample's own
-    labels): one update per step, as for an unmixed batch. The state is
-    ``state_layer``, or the ``state_layer`` of ``loss_fn`` (a loss or its bound ``call``).
+    labels): one update per step, as for an unmixed batch. ``state_layer``: the loss's
+    state (``losses.base.state_of(loss)``; the loop's ``loss_state``), None when stateless.
     """
     if not is_mixed(labels):
         return loss_fn(labels, y_pred)
-    if state_layer is None:
-        owner = getattr(loss_fn, "__self__", loss_fn)
-        state_layer = getattr(owner, "state_layer", None)
     state = list(state_layer.variables) if state_layer is not None else []
     before = _snapshot(state)
     weight = keras.ops.cast(labels["mix_weight"], "float32")

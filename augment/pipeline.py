@@ -12,6 +12,8 @@ Each op is applied to a whole batch (B, H, W, 3) of float32 pixels in 0..255,
 and each sample takes the op's result with probability ``p`` (its own draw),
 so a batch mixes augmented and untouched samples. The pipeline runs inside
 ``tf.data`` after batching (graph mode) with any Keras backend, and eagerly.
+Every op is reseedable from a batch position (``augment.reseeding``); one that
+is not is refused when it is built.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import keras
 from augment._base import AugmentLayer
 from augment.mixing import MixingLayer
 from augment.multiview import MultiView
+from augment.reseeding import Reseedable, check_reseedable, layer_generators, unique
+from trainer.keras_private import DataLayer
 from trainer.registry import AUGMENTS, ConfigError, accepted_parameters, to_plain
 from trainer.seeding import mix_seed
 
@@ -56,7 +60,41 @@ class RandomApply(AugmentLayer):
                 "layer": keras.saving.serialize_keras_object(self.layer)}
 
 
-class AugmentPipeline:
+@keras.saving.register_keras_serializable(package="facetrain")
+class KerasOp(DataLayer, Reseedable):
+    """A Keras layer (a registered short name or a dotted path) as a pipeline op: it calls the
+    layer as the pipeline would, and declares the generators the layer draws from."""
+
+    def __init__(self, layer: keras.layers.Layer, **kwargs):
+        if isinstance(layer, dict):
+            layer = keras.saving.deserialize_keras_object(layer)
+        # The layer's own dtype policy: inputs are converted exactly as the layer alone would.
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        kwargs.setdefault("name", f"{layer.name}_op")
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, images):  # no ``training``: the layer resolves it as when called alone
+        return self.layer(images)
+
+    def seed_generators(self, backend: str) -> list:
+        return layer_generators(self.layer, backend)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer)}
+
+
+def as_op(layer: keras.layers.Layer, name: str) -> Reseedable:
+    """``layer`` as a reseedable op (a Keras layer wrapped in ``KerasOp``); one line if it cannot be."""
+    op = layer if isinstance(layer, Reseedable) else KerasOp(layer)
+    check_reseedable(op, name)
+    return op
+
+
+class AugmentPipeline(Reseedable):
     """An ordered list of ops; ``pipeline(images, labels) -> (images, labels)``.
 
     ``labels`` pass through unchanged unless a mixing op (mixup/cutmix) is in the
@@ -64,13 +102,18 @@ class AugmentPipeline:
     mixing op per pipeline, so that every sample has exactly two targets).
     """
 
+    num_views = 1  # one image per sample (MultiView makes several)
+
     def __init__(self, steps: list[keras.layers.Layer], seed: int | None = None):
         mixing = [s for s in steps if isinstance(s, MixingLayer)]
         if len(mixing) > 1:
             raise ConfigError("augment: at most one of mixup/cutmix per pipeline "
                               f"(got {len(mixing)}); pick one")
-        self.steps = list(steps)
+        self.steps = [as_op(step, step.name) for step in steps]
         self.seed = seed
+
+    def seed_generators(self, backend: str) -> list:
+        return unique([g for step in self.steps for g in step.seed_generators(backend)])
 
     @property
     def mixes_labels(self) -> bool:
@@ -119,9 +162,9 @@ def build_op(node: Any, seed: int | None) -> keras.layers.Layer:
     if not isinstance(layer, keras.layers.Layer):
         raise ConfigError(f"augment op '{node['name']}' built {type(layer).__name__}, "
                           "not a keras Layer")
-    if is_mixing or p >= 1.0:
-        return layer
-    return RandomApply(layer, p=p, seed=derive_seed(seed, 10_000))
+    if not (is_mixing or p >= 1.0):
+        layer = RandomApply(layer, p=p, seed=derive_seed(seed, 10_000))
+    return as_op(layer, node["name"])
 
 
 def build_pipeline(ops, seed: int | None = None) -> AugmentPipeline:

@@ -1,16 +1,42 @@
-"""Every use of Keras's private API, in one place.
+"""Every use of Keras's private API, and the two monkeypatches, in one place, each with its reason.
 
-Keras does not export a few things a training framework needs: the base of its
-own preprocessing layers (``DataLayer``: it switches a layer to TensorFlow ops
-inside ``tf.data`` whatever the backend), a layer's per-backend seed generator,
-the per-replica loss scaling that ``compute_loss`` applies, and the TensorFlow
-trainer's log reduction. They live under ``keras.src`` and move between
-releases, so setup.py bounds Keras at the newest release tested, and
-``tests/trainer/test_keras_private.py`` names the symbol that moved when a new
-release breaks one of them. Nothing else in the code base imports ``keras.src``
-or calls a private Keras method; components and docs use the public wrappers
-exported here (``scale_loss_for_distribution`` is re-exported publicly by
+Keras does not export a few things a training framework needs. They live under
+``keras.src`` and move between releases, so setup.py bounds Keras at the newest
+release tested, and ``tests/trainer/test_keras_private.py`` names the symbol that
+moved when a new release breaks one of them. Nothing else in the code base imports
+``keras.src`` or calls a private Keras method; components and docs use the public
+wrappers exported here (``scale_loss_for_distribution`` is re-exported publicly by
 ``loops.base`` for loops).
+
+Why each one is unavoidable (Keras 3 has no public equivalent):
+
+* ``DataLayer``: the base of Keras's own preprocessing layers; it switches a layer to
+  TensorFlow ops inside ``tf.data`` whatever the backend, which our augmentation layers
+  need to run in the input pipeline under JAX.
+* ``seed_generator`` (``DataLayer._get_seed_generator``), ``using_backend``
+  (``backend.set_backend``), ``backend_name``: a data layer keeps one seed generator per
+  backend, created on demand; exact resume (``augment.reseeding``) must reach the
+  TensorFlow one before ``tf.data`` traces, and set its state per batch.
+* ``sublayers`` (``Layer._flatten_layers``), ``own_seed_generators``
+  (``Layer._seed_generators``): the generators of Keras layers nested in an op
+  (``RandAugment``, a plain layer's noise) are listed nowhere public in a fixed order.
+* ``reduce_weighted_values``, ``scale_loss_for_distribution``,
+  ``unscale_loss_for_distribution``: what ``Loss.__call__`` and ``compute_loss`` do to a
+  per-sample loss (reduction, ``1 / replicas`` scaling); losses that keep labels integer
+  and loops that reduce their own per-sample values must do exactly the same.
+* ``track_loss`` (``Model._loss_tracker``): a train step written by hand (a head that
+  updates its own rows) records the ``loss`` log as Keras's own step does.
+* ``in_tf_graph``, ``in_stateless_scope``: whether code runs inside ``tf.data`` /
+  ``tf.function``, or while Keras traces symbolically (a sharded head must draw its rows
+  eagerly).
+* ``symbolic_build`` (``Model._symbolic_build``): create every variable from the batches'
+  structure before step 1, so a checkpoint can be restored into them (fit builds later).
+* Monkeypatch ``skip_fit_build`` (``Model._maybe_symbolic_build``): after that build, fit
+  must not build again under a strategy (its multi-worker build fails,
+  keras-team/keras#20585).
+* Monkeypatch of ``reduce_per_replica`` (``tensorflow_trainer``, applied in
+  ``trainer.runtime``, multi-worker only): Keras reduces scalar logs with ``axis=0``,
+  which fails for scalars across workers.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ and on NumPy, and views of a multi-view augmentation get an axis of their own.
 
 from __future__ import annotations
 
+from augment.multiview import ViewAxis
 from trainer.data.pipeline import training_batches
 from trainer.data.samplers import class_balanced_batches
 
@@ -32,15 +33,3 @@ def batches_for(needs, source, batch_size: int, seed: int, steps_per_epoch: int,
         raise ValueError(f"unknown batch sampling {needs.sampling!r} (uniform or identities)")
     return training_batches(source, batch_size, seed, steps_per_epoch, epochs, augment=transform,
                             start_epoch=start_epoch, skip_batches=skip_batches)
-
-
-class ViewAxis:
-    """A multi-view augmentation giving views on their own axis: (B, V, H, W, 3), labels (B,)."""
-
-    def __init__(self, multiview):
-        self.pipelines = [multiview]  # where the seed generators are found
-        self.seed = getattr(multiview, "seed", None)
-        self.multiview = multiview
-
-    def __call__(self, images, labels):
-        return self.multiview.view_axis(images, labels)

@@ -19,13 +19,9 @@ TensorFlow is imported only inside the ``tf.data`` functions.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from trainer.seeding import mix_seed
-
-_GENERATOR_STRIDE = 2**16  # a generator's draws within one batch stay below the next one's
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -122,83 +118,27 @@ def epoch_order(count: int, batch_size: int, steps_per_epoch: int, seed: int, ep
 # -- augmentation keyed on the batch's position ------------------------------------
 
 def positional_augmentation(augment, seed: int, graph: bool):
-    """``fn(position, (images, labels))``: set every random generator from the position, then augment.
+    """``fn(position, (images, labels))``: reseed the augmentation from the position, then augment.
 
-    Augmentation layers draw from Keras ``SeedGenerator``s, whose state
-    normally advances batch after batch; setting it from (seed, position)
-    makes each batch's draws depend on where it is in the run only.
+    ``augment`` is reseedable (``augment.reseeding``: a pipeline, a multi-view or its
+    view-axis form): its generators' states are set from (``seed``, its own seed,
+    position) before each batch, so each batch's draws depend on where it is in the
+    run only. ``graph``: inside ``tf.data``, where data layers compute with TensorFlow.
     """
-    generators = augmentation_seed_generators(augment, graph=graph)
-    base = mix_seed(int(seed), int(getattr(augment, "seed", None) or 0))
-    if generators is None:
-        warnings.warn("augmentation random state could not be keyed on the batch position; "
-                      "a resumed run draws different augmentations than an uninterrupted one")
-        generators = []
-
     if graph:
         import tensorflow as tf
 
+        augment.seed_generators("tensorflow")  # made now: tf.data cannot create variables while tracing
+
         def apply(position, batch):
-            first = mix_seed(base, tf.cast(position, tf.int64))
-            for index, generator in enumerate(generators):
-                state = tf.stack([first, tf.constant(index * _GENERATOR_STRIDE, tf.int64)])
-                generator.state.assign(tf.cast(state, generator.state.dtype))
+            augment.reseed(tf.cast(position, tf.int64), seed, backend="tensorflow")
             return augment(*batch)
         return apply
 
     def apply_eager(position, batch):
-        first = mix_seed(base, int(position))
-        for index, generator in enumerate(generators):
-            generator.state.assign(np.asarray([first, index * _GENERATOR_STRIDE], generator.state.dtype))
+        augment.reseed(int(position), seed)
         return augment(*batch)
     return apply_eager
-
-
-def augmentation_seed_generators(augment, graph: bool):
-    """The seed generators an augmentation draws from (inside tf.data if ``graph``), or None.
-
-    Keras's data layers keep one generator per backend and switch to
-    TensorFlow ops inside ``tf.data``; the TensorFlow one is created here, up
-    front, so its state can be set before each batch.
-    """
-    import keras
-
-    from trainer.keras_private import (DataLayer, own_seed_generators, seed_generator, sublayers,
-                                       using_backend)
-
-    try:
-        layers, seen = [], set()
-        for layer in _augmentation_layers(augment):
-            for inner in sublayers(layer):
-                if id(inner) not in seen:
-                    seen.add(id(inner))
-                    layers.append(inner)
-        generators = []
-        for layer in layers:
-            if isinstance(layer, DataLayer) and hasattr(layer, "generator"):
-                if graph and keras.backend.backend() != "tensorflow":
-                    with using_backend(layer, "tensorflow"):
-                        generators.append(seed_generator(layer, "tensorflow"))
-                else:
-                    generators.append(seed_generator(layer, keras.backend.backend()))
-            else:
-                generators.extend(own_seed_generators(layer))
-        unique = {id(g): g for g in generators}
-        return list(unique.values())
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-def _augmentation_layers(augment):
-    import keras
-
-    if isinstance(augment, keras.layers.Layer):
-        return [augment]
-    found = []
-    for attribute in ("steps", "pipelines", "layers"):
-        for item in getattr(augment, attribute, None) or []:
-            found.extend(_augmentation_layers(item))
-    return found
 
 
 def _to_numpy(batch):
