@@ -1,4 +1,6 @@
-"""Shared plumbing of the small ``key=value`` commands (convert, make_bin, evaluate)."""
+"""The older hand-written ``key=value`` plumbing, kept only for ``python -m trainer.testing`` and
+``python -m trainer.evaluation.ijb_synthetic`` until they move to ``command_config`` and ``edge``
+(every command in trainer/commands/ uses those: conf/<command>.yaml, one failure contract)."""
 
 from __future__ import annotations
 
