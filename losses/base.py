@@ -13,7 +13,9 @@ Class attributes tell the harness (``trainer.testing``) what the loss expects:
   the same value;
 * ``stochastic`` and ``deterministic_overrides``: a loss that draws random
   numbers names the config values that make it deterministic for checks that
-  compare two runs.
+  compare two runs;
+* ``state_layer``: None, or the ``StateLayer`` holding the loss's state; the loop
+  tracks it (``loops.base.FaceLoop.loss_state``) so it is checkpointed.
 """
 
 from __future__ import annotations
