@@ -28,7 +28,7 @@ WITHOUT_TENSORFLOW = textwrap.dedent("""
 """)
 
 TINY = ["--backbone", "tiny", "--neck", "gap", "--image-size", "32", "--batch", "8", "--classes", "50",
-        "--large-classes", "600", "--warmup", "1", "--windows", "1", "--steps", "2", "--peak-tflops", "1"]
+        "--large-classes", "600", "--warmup", "2", "--windows", "1", "--steps", "2", "--peak-tflops", "1"]
 
 
 @pytest.mark.e2e

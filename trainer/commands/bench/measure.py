@@ -58,7 +58,9 @@ def run_bench(cfg) -> dict:
                                                                 else cfg.data.image_size),
                         with_callbacks=bench.callbacks == "job")
         execution = max(int(job.runtime.steps_per_execution), 1)
-        report = _measure(cfg, bench, job, synthetic, _round_up(max(int(bench.warmup_steps), 1), execution),
+        # At least two warm-up steps: under JAX the second call of a jitted step compiles again (its
+        # inputs are the first call's outputs, placed and sharded differently from the variables).
+        report = _measure(cfg, bench, job, synthetic, _round_up(max(int(bench.warmup_steps), 2), execution),
                           _round_up(int(bench.steps_per_window), execution), windows, run_dir)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
