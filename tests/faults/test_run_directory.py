@@ -270,6 +270,11 @@ def test_corrupt_data_is_one_line_or_counted(on_corrupt, tmp_path):
     assert metrics["corrupt_records"]["records"][0]["file"].endswith("p09/2.png")
 
 
+def test_a_misspelt_resume_changes_is_one_line_before_any_work():
+    with pytest.raises(ConfigError, match=r"^trainer.resume_changes='alow' is not refuse or allow$"):
+        trainer.compose([*SMOKE, "trainer.resume_changes=alow"])
+
+
 def test_a_rerun_that_changes_loss_or_optimizer_is_refused_before_training(finished_run, tmp_path):
     import shutil
 
