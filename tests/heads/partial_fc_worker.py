@@ -82,7 +82,7 @@ def tensorflow_case(loss_name, x, y):
     variables = sharded.embedding_model.trainable_variables
     shard_shape = tuple(sharded.head.centers.shape)
 
-    def replica_step(a, b):  # what SupervisedLoop.train_step differentiates
+    def replica_step(a, b):  # what OwnUpdateStep.train_step (models/heads/own_update.py) differentiates
         with tf.GradientTape() as tape:
             with sharded.head.recording(tape) as sampled:
                 loss = sharded.compute_loss(a, b, sharded(a, training=True), training=True)
