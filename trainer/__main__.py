@@ -86,6 +86,8 @@ def _main(argv) -> int:
         return run_job(cfg)
 
     sys.argv = [sys.argv[0], *flags, *with_searchpath(overrides)]
+    # Hydra's own failures (an unwritable run folder) reach the edge whole, not as Hydra's report.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     run()
     return 0
 

@@ -151,6 +151,8 @@ def test_the_edge_classifies_every_exception():
     assert edge.run("x", raising(KeyboardInterrupt()), process=False) == 130
     assert edge.run("x", raising(signals.Interrupted(15)), process=False) == 143
     assert edge.run("x", raising(RuntimeError("oops")), process=False) == 1
+    assert edge.run("x", raising(OSError(30, "Read-only file system", "/ro/run")), process=False) == 2
+    assert edge.run("x", raising(OSError(2, "No such file", "/x")), process=False) == 1
     assert edge.run("x", lambda: 0, process=False) == 0
 
 

@@ -13,6 +13,7 @@ folder's ``<command>.log`` for the others), and to the console only with ``FACET
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 from collections.abc import Callable
@@ -20,13 +21,30 @@ from collections.abc import Callable
 EXIT_BUG, EXIT_MISTAKE, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
 
 
+# A folder the user pointed at that cannot be written: read-only, not theirs, or full.
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
 def is_mistake(error: BaseException) -> bool:
-    """A mistake the user can fix from its one line (config, data, a refused run)."""
+    """A mistake the user can fix from its one line (config, data, a refused run, an unwritable folder)."""
     from trainer.registry import ConfigError
 
     # RunFailed lives with the runner, which imports TensorFlow: only a loaded runner can raise it.
     run = sys.modules.get("trainer.run")
-    return isinstance(error, (ConfigError, getattr(run, "RunFailed", ConfigError)))
+    # Hydra's composition errors (with --multirun or --cfg, Hydra composes on its own)
+    hydra = sys.modules.get("hydra.errors")
+    return isinstance(error, (ConfigError, getattr(run, "RunFailed", ConfigError),
+                              getattr(hydra, "HydraException", ConfigError))) or (
+        isinstance(error, OSError) and error.errno in UNWRITABLE)
+
+
+def mistake_line(error: BaseException) -> str:
+    from trainer.errors import first_line
+
+    if isinstance(error, OSError) and error.errno in UNWRITABLE:
+        where = f": {error.filename}" if error.filename else ""
+        return f"cannot write{where} ({error.strerror}); choose a folder you can write, with free space"
+    return first_line(error)
 
 
 def interruption_status(error: BaseException) -> int | None:
@@ -55,7 +73,7 @@ def finish(command: str, error: BaseException) -> int:
         print(f"interrupted ({signal}): {command} stopped", file=sys.stderr)
         return status
     if is_mistake(error):
-        print(f"error: {first_line(error)}", file=sys.stderr)
+        print(f"error: {mistake_line(error)}", file=sys.stderr)
         return EXIT_MISTAKE
     where = log.fallback() if log is not None else None
     if debugging() or where is None:
