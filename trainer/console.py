@@ -123,8 +123,12 @@ def readable(value) -> str:
     return f"{value:.2e}"
 
 
-def make_epoch_line():
-    """A Keras callback printing one rounded line per epoch (for logs that are not terminals)."""
+def make_epoch_line(epochs: int | None = None):
+    """A Keras callback printing one rounded line per epoch (for logs that are not terminals).
+
+    ``epochs`` is the run's total: a resumed run's ``fit`` calls cover only part of the run
+    (Keras's own ``params["epochs"]`` is the segment's end), yet its lines count in the run's terms.
+    """
     import keras
 
     class EpochLine(keras.callbacks.Callback):
@@ -136,11 +140,11 @@ def make_epoch_line():
             self._started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            epochs = self.params.get("epochs", "?") if self.params else "?"
+            total = epochs or (self.params.get("epochs", "?") if self.params else "?")
             seconds = time.perf_counter() - (self._started or time.perf_counter())
             values = "  ".join(f"{name.replace('images_per_second', 'images/s')} {readable(float(v))}"
                                for name, v in (logs or {}).items())
-            print(f"epoch {epoch + 1}/{epochs}  {values}  ({seconds:.0f} s)", flush=True)
+            print(f"epoch {epoch + 1}/{total}  {values}  ({seconds:.0f} s)", flush=True)
 
     return EpochLine()
 
