@@ -197,7 +197,7 @@ class Run:
         stopper = StopAtSignal()  # after the guards and the checkpoint callback
         throughput = records.Throughput(job.batch_size)
         # A progress bar on a terminal; in a log file, one rounded line per epoch.
-        progress = [] if on_terminal() else [make_epoch_line()]
+        progress = [] if on_terminal() else [make_epoch_line(job.epochs)]
         # Only the chief of a multi-worker job saves checkpoints (every worker holds the same weights).
         job_callbacks = [c for c in job.callbacks if job.runtime.is_chief or not isinstance(c, Checkpoint)]
         callbacks = [*job_callbacks, stopper, *loop_callbacks, throughput, self.report.epoch_logger(),
