@@ -38,17 +38,18 @@ setup(
         "pyyaml",  # read directly (config errors with line and column, the harness's arguments)
         "tensorflow-datasets>=4.9.10",
         "importlib_resources",  # tensorflow-datasets 4.9.10 needs it for local builders, undeclared
-        "wandb>=0.19",
         "numpy",
         "pillow",
         "scipy",
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis", "jax[cpu]>=0.4.30", "optuna>=4", "kfp>=2.17,<3",
+        "dev": ["pytest>=8", "hypothesis", "jax[cpu]>=0.4.30", "optuna>=4", "kfp>=2.17,<3", "wandb>=0.19",
                 "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2.0",
                 "dlib-bin>=20.0", "face-recognition-models>=0.3", "scikit-image>=0.22"],
         "jax": ["jax>=0.4.30"],
+        # The default logger's wandb run (offline); without it that logger writes TensorBoard alone.
+        "wandb": ["wandb>=0.19"],
         "sweep": ["optuna>=4"],
         "pipeline": ["kfp>=2.17,<3"],  # Kubeflow Pipelines (python -m trainer.kubeflow)
         # SavedModel is TensorFlow's own; TFLite runs in LiteRT, ONNX in onnxruntime

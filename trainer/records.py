@@ -8,6 +8,7 @@ import math
 import os
 import re
 import subprocess
+import sys
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -181,10 +182,9 @@ class ScalarWriter:
                     tf.summary.scalar(name, value, step=step)
             self._writer.flush()
         run = self.wandb_run
-        if run is None:
-            import wandb  # a dependency; a run exists only when the logger opened one
-
-            run = wandb.run
+        if run is None:  # a run exists only when the logger opened one, so wandb is imported then
+            wandb = sys.modules.get("wandb")
+            run = wandb.run if wandb is not None else None
         if run is not None:
             run.log({**scalars, **wandb_extra})
             if summary:
@@ -258,10 +258,14 @@ def loggers(cfg, run_dir: str) -> Loggers:
         result.callbacks.append(keras.callbacks.TensorBoard(
             log_dir=result.tensorboard_dir, update_freq="epoch", write_graph=False))
     wandb_node = node.get("wandb") or {}
-    mode = wandb_node.get("mode", "disabled")
+    mode = wandb_mode(wandb_node.get("mode", "disabled"))
     if mode != "disabled":
-        import wandb
-
+        try:
+            import wandb
+        except ImportError:  # an extra: the default logger falls back to TensorBoard alone
+            print('note: wandb is not installed, so this run logs to TensorBoard only '
+                  '(pip install ".[wandb]" adds it; logger.wandb.mode=disabled silences this)', flush=True)
+            return result
         # Offline by default: no network, no login prompt; `wandb sync` uploads later.
         os.environ.setdefault("WANDB_SILENT", "true")
         run_id, display_name = wandb_identity(run_dir)
@@ -271,6 +275,23 @@ def loggers(cfg, run_dir: str) -> Loggers:
             config=OmegaConf.to_container(cfg, resolve=True))
         result.callbacks.append(wandb_callback())
     return result
+
+
+def wandb_mode(configured: str) -> str:
+    """The wandb mode the environment's conventions leave of the configured one.
+
+    ``WANDB_DISABLED=true`` or ``WANDB_MODE=disabled`` turn wandb off, ``WANDB_MODE=offline|online``
+    chooses the mode of a configured run (``dryrun`` is wandb's old word for offline); a logger
+    configured without wandb stays without it whatever the environment says.
+    """
+    configured = str(configured or "disabled")
+    if configured == "disabled":
+        return configured
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+        return "disabled"
+    environment = os.environ.get("WANDB_MODE", "").strip().lower()
+    return {"dryrun": "offline"}.get(environment, environment) if environment in (
+        "disabled", "offline", "online", "dryrun") else configured
 
 
 def wandb_callback() -> keras.callbacks.Callback:
