@@ -89,12 +89,18 @@ def run(command: str, body: Callable[[], int | None], process: bool) -> int:
     ``process``: this is the whole process (``python -m ...``), so its console goes through
     the command's log; a test calling ``main([...])`` in-process keeps its own streams.
     """
+    import contextlib
+
+    from trainer import signals
+
     if process:
         from trainer.console import start_command_log
 
         start_command_log(command)
     try:
-        status = int(body() or 0)
+        # SIGTERM and Ctrl-C end every command alike (trainer/signals.py): 143 or 130, one line.
+        with signals.handling() if process else contextlib.nullcontext():
+            status = int(body() or 0)
         _settle_log()
         return status
     except SystemExit as exit:  # a status chosen on purpose (e.g. the runner's 2 or 143)
