@@ -7,6 +7,13 @@ the sweep folder, so rerunning the same command resumes it: finished and pruned
 trials count towards ``n_trials`` and the sampler sees them all; any SQLAlchemy
 URL in ``storage`` lets several machines share one study.
 
+The study is named after what it searches (``study_name``, by default
+``facetrain-<digest>`` of the base config and the search space, the swept values
+left out), and the sweep folder carries that name: a sweep of a different base
+config is a new study in a new folder, never a resumption of an old one whose
+finished trial folders it would find. The sweep ends with a table of its trials
+(``trainer.sweep_report``).
+
 Pruning: the ``optuna_pruning`` callback reports held-out accuracy after each
 epoch to the trial of the running job (``active_trial``) and stops the job when
 the pruner (median, Hyperband, ...) says so. Jobs are matched to trials by
@@ -20,6 +27,8 @@ a subclass of ``OptunaSweeperBase`` here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,10 +36,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainer.sweep_report import write_results, write_table
+
 log = logging.getLogger(__name__)
 
 DATABASE = "optuna.db"
-RESULTS = "optimization_results.yaml"
 _RUNNING: dict[int, Any] = {}  # Hydra job number (= trial number) -> the trial it evaluates
 
 
@@ -41,7 +51,7 @@ class OptunaSweeperConf:
     _target_: str = "hydra_plugins.facetrain_sweeper.optuna_sweeper.OptunaSweeper"
     _recursive_: bool = False                   # the sweeper builds sampler and pruner itself (reseeding)
     direction: str = "maximize"                 # maximize | minimize the jobs' return value
-    study_name: str = "facetrain"
+    study_name: Any = None                      # null: facetrain-<digest of the base config and search space>
     storage: Any = None                         # null: sqlite:///<sweep dir>/optuna.db
     n_trials: int = 12                          # finished + pruned trials in the study, reruns included
     n_jobs: int = 1                             # trials handed to the launcher at once
@@ -143,7 +153,7 @@ def _instantiate(node, offset: int = 0):
 class OptunaSweeperBase:
     """Hydra ``Sweeper`` body; ``hydra_plugins.facetrain_sweeper`` mixes it with Hydra's base class."""
 
-    def __init__(self, direction="maximize", study_name="facetrain", storage=None, n_trials=12, n_jobs=1,
+    def __init__(self, direction="maximize", study_name=None, storage=None, n_trials=12, n_jobs=1,
                  max_failures_in_a_row=3, sampler=None, pruner=None, params=None, **unknown):
         from trainer.registry import ConfigError, did_you_mean
 
@@ -153,7 +163,8 @@ class OptunaSweeperBase:
                               f"{did_you_mean(key, OptunaSweeperConf.__dataclass_fields__)}")
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={direction!r}: maximize or minimize")
-        self.direction, self.study_name, self.storage = direction, str(study_name), storage
+        self.direction, self.storage = direction, storage
+        self.study_name = str(study_name) if study_name else None  # None: named from the base config
         self.n_trials, self.n_jobs = int(n_trials), max(int(n_jobs), 1)
         self.max_failures_in_a_row = int(max_failures_in_a_row)
         self.sampler_node, self.pruner_node = sampler, pruner
@@ -180,7 +191,9 @@ class OptunaSweeperBase:
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space, fixed = search_space(self.params, arguments, parser)
-        sweep_dir = str(self.config.hydra.sweep.dir)
+        self.study_name = self.study_name or derived_study_name(self.config, space)
+        sweep_dir = self.name_sweep(self.study_name)
+        fixed.append(_override("hydra.sweeper.study_name", self.study_name))  # each trial's folder too
         os.makedirs(sweep_dir, exist_ok=True)
         OmegaConf.save(self.config, os.path.join(sweep_dir, "multirun.yaml"))
         storage = self.storage_url(sweep_dir)
@@ -193,8 +206,9 @@ class OptunaSweeperBase:
                                     pruner=_instantiate(self.pruner_node), direction=self.direction,
                                     load_if_exists=True)
         done = self._done(study)
-        if done:
-            log.info(f"resuming study {self.study_name!r}: {done} of {self.n_trials} trials done")
+        left = max(self.n_trials - done, 0)
+        print(f"resuming study {self.study_name!r}: {done} of {self.n_trials} trials done, {left} left"
+              if done else f"study {self.study_name!r}: {self.n_trials} trials", f"(in {sweep_dir})", flush=True)
         failures_in_a_row = 0
         while done < self.n_trials:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
@@ -215,7 +229,16 @@ class OptunaSweeperBase:
                                   f"in {sweep_dir}")
             done = self._done(study)
         write_results(study, sweep_dir)
+        print(write_table(study, sweep_dir), flush=True)
         return study
+
+    def name_sweep(self, name: str) -> str:
+        """Give the sweep its study's name (``hydra.sweep.dir`` reads it); returns the sweep folder."""
+        from omegaconf import open_dict, read_write
+
+        with read_write(self.config.hydra), open_dict(self.config.hydra):
+            self.config.hydra.sweeper.study_name = name
+        return str(self.config.hydra.sweep.dir)
 
     @staticmethod
     def _done(study) -> int:
@@ -265,20 +288,23 @@ def outcome(job_return) -> tuple:
     return optuna.trial.TrialState.COMPLETE, float(value)
 
 
-def write_results(study, sweep_dir: str) -> None:
-    """``optimization_results.yaml``: the best trial so far and how the trials ended."""
-    import optuna
+def derived_study_name(config: DictConfig, space: dict) -> str:
+    """``facetrain-<8 hex>``: a digest of the base config and the search space.
 
-    from trainer.io import write_text
-
-    trials = study.get_trials(deepcopy=False)
-    summary = {"name": study.study_name, "direction": study.direction.name.lower(),
-               "trials": {state.name.lower(): sum(t.state == state for t in trials)
-                          for state in optuna.trial.TrialState}}
-    try:
-        best = study.best_trial
-    except ValueError:  # no completed trial yet
-        best = None
-    if best is not None:
-        summary.update(best_trial=best.number, best_value=best.value, best_params=dict(best.params))
-    write_text(os.path.join(sweep_dir, RESULTS), OmegaConf.to_yaml(OmegaConf.create(summary)))
+    The base config is the job's config without Hydra's node, without the keys the
+    sweep varies (their values are the trials') and without the keys that only say
+    where and how a run is kept (``run.name``, ``run.dir``, ``trainer.resume*``);
+    a changed base config or search space is a new study, the same command resumes.
+    """
+    base = OmegaConf.to_container(config, resolve=False)
+    base.pop("hydra", None)
+    for name in [*space, "run.name", "run.dir", "trainer.resume", "trainer.resume_changes"]:
+        *parents, leaf = name.split(".")
+        node = base
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    searched = {name: repr(distribution) for name, distribution in sorted(space.items())}
+    text = json.dumps({"config": base, "space": searched}, sort_keys=True, default=str)
+    return f"facetrain-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
