@@ -1,11 +1,14 @@
-"""Readers of what a run leaves for people's tools: TensorBoard event files and wandb offline runs."""
+"""Readers of what a run leaves for people's tools: TensorBoard event files, wandb offline runs and
+pages as headless Chromium shows them."""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
+import shutil
 import struct
+import subprocess
 
 WANDB_BLOCK = 32 * 1024  # wandb's run file is a LevelDB-style log of 32 KiB blocks
 WANDB_HEADER = 7  # ":W&B" + 3 bytes of version
@@ -30,6 +33,30 @@ def read_tensorboard_scalars(folder) -> dict:
                 scalars[value.tag] = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") \
                     else float(value.simple_value)
     return scalars
+
+
+def chromium():
+    """Headless Chromium's path; skips the test where none is installed."""
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+
+
+def browse(page, screenshot=None, size=(1100, 900)):
+    """The page's DOM after its load handlers ran (and a screenshot, if asked)."""
+    browser = chromium()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--allow-file-access-from-files", "--virtual-time-budget=5000", f"--window-size={size[0]},{size[1]}"]
+    url = "file://" + os.path.abspath(page)
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    if screenshot:
+        subprocess.run(flags + [f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
+        assert os.path.getsize(screenshot) > 0
+    return dom
 
 
 def _wandb_records(data: bytes):

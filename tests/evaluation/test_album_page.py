@@ -4,7 +4,6 @@ from a family's photos to albums with a model the framework trained on real face
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -14,32 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.helpers import browse
 from trainer.evaluation import album
 from trainer.evaluation.album_page import write_album_page
 from trainer.faces import sample_photos
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
-
-
-def browse(page, screenshot=None, size=(1100, 900)):
-    """The page's DOM after its load handlers ran (and a screenshot, if asked)."""
-    browser = chromium()
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             "--allow-file-access-from-files", "--virtual-time-budget=5000", f"--window-size={size[0]},{size[1]}"]
-    url = "file://" + os.path.abspath(page)
-    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    if screenshot:
-        subprocess.run(flags + [f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
-        assert os.path.getsize(screenshot) > 0
-    return dom
 
 
 def loaded_thumbnails(dom):

@@ -1,5 +1,6 @@
 """Evaluate one embedding model on everything a command asks for: ``.bin`` sets, an image folder,
-albums, a model update, IJB and retrieval; writes ``report.json``, ``roc.png`` and ``summary.html``.
+albums, a model update, IJB and retrieval; writes ``report.json``, ``roc.png``, ``scores.png`` (the
+positive and negative score histograms) and ``summary.html``, which shows them by relative path.
 
 ``python -m trainer.evaluate`` (``trainer/commands/evaluate.py``) is its command line; the
 retrieval callback reuses ``identity_folder``.
@@ -70,14 +71,14 @@ def evaluate(options: dict, data_overrides=()) -> dict:
     output = o["output"] or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
         str(o["model_path"])))), "evaluation")
     report = {"model_path": str(o["model_path"]), "image_size": size, "verification": {}}
-    curves = {}
+    scored = {}  # name -> ScoredPairs: the ROC and the score histograms are drawn from them
     for path in o["bin_files"] or []:
-        metrics, curves[v.bin_name(path)] = v.evaluate_bin(model, str(path), int(o["folds"]),
-                                                           int(o["batch_size"]), with_curve=True)
+        metrics, scored[v.bin_name(path)] = v.evaluate_bin(model, str(path), int(o["folds"]),
+                                                           int(o["batch_size"]), with_scores=True)
         report["verification"][v.bin_name(path)] = metrics
     if o["folder"]:
         name = os.path.basename(os.path.normpath(str(o["folder"])))
-        metrics, curves[name] = folder_verification(model, str(o["folder"]), int(o["pairs"]), int(o["seed"]),
+        metrics, scored[name] = folder_verification(model, str(o["folder"]), int(o["pairs"]), int(o["seed"]),
                                                     int(o["folds"]), int(o["batch_size"]), str(o["model_path"]))
         report["verification"][name] = metrics
     if _truthy(o["album"]) or o["old_model_path"]:
@@ -89,8 +90,14 @@ def evaluate(options: dict, data_overrides=()) -> dict:
     if ijb_options["root"]:
         report["ijb"], ijb_curve = ijb_evaluation(model, ijb_options, int(o["batch_size"]))
     os.makedirs(output, exist_ok=True)
-    if curves:
-        report["roc_png"] = v.plot_roc(curves, os.path.join(output, "roc.png"))
+    if scored:
+        from trainer.evaluation.score_plots import plot_score_histograms
+
+        report["roc_png"] = v.plot_roc({name: pairs.roc() for name, pairs in scored.items()},
+                                       os.path.join(output, "roc.png"))
+        report["scores_png"] = plot_score_histograms(
+            scored, os.path.join(output, "scores.png"),
+            {name: m["threshold"] for name, m in report["verification"].items()})
     if ijb_curve is not None:
         from trainer.evaluation.ijb import plot_rocs
 
@@ -106,7 +113,7 @@ def evaluate(options: dict, data_overrides=()) -> dict:
 
 def folder_verification(model, folder: str, pairs: int, seed: int, folds: int, batch_size: int,
                         model_path: str | None = None):
-    """Seeded distinct positive/negative pairs from ``folder/<identity>/*`` → (metrics, ROC curve).
+    """Seeded distinct positive/negative pairs from ``folder/<identity>/*`` → (metrics, ScoredPairs).
 
     Warns (and notes in the metrics) when the folder holds identities the model was trained on.
     """
@@ -121,11 +128,11 @@ def folder_verification(model, folder: str, pairs: int, seed: int, folds: int, b
     if warning:
         print(warning, flush=True)
     images, labels = materialise(source.train())
-    metrics, curve = v.heldout_verification(model, images, labels, pairs, seed, folds, batch_size,
-                                            with_curve=True)
+    metrics, scored = v.heldout_verification(model, images, labels, pairs, seed, folds, batch_size,
+                                             with_scores=True)
     if warning:
         metrics["warning"] = warning
-    return metrics, curve
+    return metrics, scored
 
 
 def album_evaluation(model, o: dict, size: int, data_overrides) -> dict:
@@ -241,22 +248,41 @@ def heldout_examples(size: int, data_overrides):
     return materialise(heldout)
 
 
+# Marks an image that did not load (and counts those that did, for a reader and for tests).
+IMAGE_CHECK = """window.addEventListener('load', function () {
+  var loaded = 0;
+  document.querySelectorAll('img').forEach(function (img) {
+    if (img.complete && img.naturalWidth > 0) { loaded++; }
+    else { img.insertAdjacentText('afterend', '(missing: ' + img.getAttribute('src') + ')'); }
+  });
+  document.body.setAttribute('data-images-loaded', loaded);
+});"""
+
+
+def _image(report_path: str | None, alt: str) -> str:
+    """An ``<img>`` of a picture written beside the page, by relative path (the folder can move)."""
+    if not report_path:
+        return ""
+    return f"<p><img src='{html.escape(os.path.basename(report_path))}' alt='{alt}'></p>"
+
+
 def summary_html(report: dict) -> str:
-    """A one-page summary: verification table, album scores, ROC image."""
+    """A one-page summary: verification table, ROC and score histograms, albums, IJB, retrieval."""
     rows = []
     for name, m in report.get("verification", {}).items():
         tars = ", ".join(f"{k}: {'-' if t is None else f'{t:.4f}'}" for k, t in m["tar_at_far"].items())
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{m['accuracy']:.4f} ± {m['accuracy_std']:.4f}</td>"
                     f"<td>{m['roc_auc']:.4f}</td><td>{tars}</td><td>{m.get('xnorm', float('nan')):.2f}</td>"
                     f"<td>{m['pairs']}</td></tr>")
-    parts = [f"<html><head><meta charset='utf-8'><title>evaluation</title></head><body>",
+    parts = [f"<html><head><meta charset='utf-8'><title>evaluation</title><script>{IMAGE_CHECK}</script>"
+             "</head><body>",
              f"<h1>{html.escape(report['model_path'])}</h1>"]
     if rows:
         parts.append("<h2>Verification</h2><table border=1 cellpadding=4><tr><th>set</th><th>accuracy</th>"
                      "<th>ROC AUC</th><th>TAR at FAR</th><th>XNorm</th><th>pairs</th></tr>"
                      + "".join(rows) + "</table>")
-    if report.get("roc_png"):
-        parts.append("<p><img src='roc.png' alt='ROC curves'></p>")
+    parts.append(_image(report.get("roc_png"), "ROC curves"))
+    parts.append(_image(report.get("scores_png"), "score histograms: same person vs different people"))
     if "album" in report:
         a = report["album"]
         parts.append(f"<h2>Albums</h2><p>{a['families']} families, {a['images']} photos, "
@@ -294,8 +320,7 @@ def _ijb_html(ijb: dict) -> str:
              f"{one['positives']} positive and {one['negatives']} negative template pairs</p>",
              f"<h3>1:1 TAR at FAR</h3><table border=1 cellpadding=4><tr>{heads}<th>ROC AUC</th></tr>"
              f"<tr>{cells}<td>{_number(one['roc_auc'])}</td></tr></table>"]
-    if ijb.get("roc_png"):
-        parts.append("<p><img src='ijb_roc.png' alt='IJB ROC'></p>")
+    parts.append(_image(ijb.get("roc_png"), "IJB ROC"))
     if one.get("notes"):
         parts.append("<p>" + "<br>".join(html.escape(note) for note in one["notes"]) + "</p>")
     if "identification" in ijb:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +26,22 @@ from trainer.registry import EVALUATORS
 
 THRESHOLDS = np.arange(0.0, 4.0, 0.01)
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
+
+
+@dataclass(frozen=True)
+class ScoredPairs:
+    """Scored pairs, what the pictures are drawn from: squared distances and whether each pair is one person."""
+
+    distances: np.ndarray
+    issame: np.ndarray
+
+    def roc(self):
+        """(FAR, TAR), as ``roc_curve``."""
+        return roc_curve(self.distances, self.issame)
+
+    def cosines(self) -> np.ndarray:
+        """The pairs' cosine similarities (the embeddings are unit vectors: d² = 2 - 2 cos)."""
+        return 1.0 - np.asarray(self.distances, np.float64) / 2.0
 
 
 def embed(model, images: np.ndarray, batch_size: int = 256, flip: bool = True) -> np.ndarray:
@@ -181,7 +198,7 @@ def _all_negatives(groups) -> np.ndarray:
 
 
 def heldout_verification(model, images: np.ndarray, labels: np.ndarray, pairs: int, seed: int, folds: int,
-                         batch_size: int = 256, with_curve: bool = False):
+                         batch_size: int = 256, with_scores: bool = False):
     """Verification metrics of ``model`` on seeded distinct pairs of ``images``, with what they stand on.
 
     The one computation behind the run's held-out accuracy, ``trainer.evaluate folder=``
@@ -191,7 +208,7 @@ def heldout_verification(model, images: np.ndarray, labels: np.ndarray, pairs: i
     index_a, index_b, issame = sample_pairs(labels, pairs, seed)
     distances = squared_distances(embeddings[index_a], embeddings[index_b])
     metrics = {**verification_metrics(distances, issame, folds, xnorm), **pair_counts(labels, issame, pairs)}
-    return (metrics, roc_curve(distances, issame)) if with_curve else metrics
+    return (metrics, ScoredPairs(distances, issame)) if with_scores else metrics
 
 
 def squared_distances(embeddings_a: np.ndarray, embeddings_b: np.ndarray) -> np.ndarray:
@@ -432,7 +449,7 @@ def write_bin(path: str, images_a: np.ndarray, images_b: np.ndarray, issame,
     return str(path)
 
 
-def evaluate_bin(model, path: str, folds: int = 10, batch_size: int = 256, with_curve: bool = False):
+def evaluate_bin(model, path: str, folds: int = 10, batch_size: int = 256, with_scores: bool = False):
     """Metrics of ``model`` on one ``.bin`` (images resized to the model's input)."""
     size = model.input_shape[1] if getattr(model, "input_shape", None) else None
     images, issame = read_bin(path, size)
@@ -442,7 +459,7 @@ def evaluate_bin(model, path: str, folds: int = 10, batch_size: int = 256, with_
         metrics = verification_metrics(distances, issame, folds, xnorm)
     except PairsError as error:  # the set is the user's to fix: say which one
         raise PairsError(f"{path}: {error}") from None
-    return (metrics, roc_curve(distances, issame)) if with_curve else metrics
+    return (metrics, ScoredPairs(distances, issame)) if with_scores else metrics
 
 
 def bin_name(path: str) -> str:
