@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -100,6 +102,10 @@ def _head_updated_by_keras():
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
         self.owns_update = False
+
+    # the registry and Keras's Operation.__new__ read the constructor's parameters from it
+    functools.update_wrapper(init, original)
+    init.__signature__ = inspect.signature(original)
 
     return _patched((PartialFCHead, "__init__", init))
 
