@@ -35,6 +35,60 @@ def read_tensorboard_scalars(folder) -> dict:
     return scalars
 
 
+def tensorboard_values(folder):
+    """(step, summary value) of every summary in the event files of ``folder``."""
+    import tensorflow as tf
+
+    for path in sorted(glob.glob(os.path.join(str(folder), "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                yield event.step, value
+
+
+def read_tensorboard_series(folder) -> dict:
+    """{tag: [(step, value), ...]} of every scalar in the event files of ``folder``."""
+    import tensorflow as tf
+
+    series = {}
+    for step, value in tensorboard_values(folder):
+        if value.metadata.plugin_data.plugin_name not in ("", "scalars"):
+            continue
+        number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else float(value.simple_value)
+        series.setdefault(value.tag, []).append((step, number))
+    return series
+
+
+def read_tensorboard_images(folder) -> dict:
+    """{tag: (width, height)} of every image summary in the event files of ``folder`` (PNG decoded)."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    images = {}
+    for _, value in tensorboard_values(folder):
+        if value.metadata.plugin_data.plugin_name == "images":
+            width, height, png = tf.make_ndarray(value.tensor)[:3]
+            assert Image.open(io.BytesIO(png)).size == (int(width), int(height))
+            images[value.tag] = (int(width), int(height))
+    return images
+
+
+def read_tensorboard_hparams(folder) -> dict:
+    """{name: value} of the HParams session started in the event files of ``folder``."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    hparams = {}
+    for _, value in tensorboard_values(folder):
+        if value.metadata.plugin_data.plugin_name == "hparams":
+            data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+            if data.HasField("session_start_info"):
+                for name, entry in data.session_start_info.hparams.items():
+                    kind = entry.WhichOneof("kind")
+                    hparams[name] = getattr(entry, kind)
+    return hparams
+
+
 def chromium():
     """Headless Chromium's path; skips the test where none is installed."""
     import pytest

@@ -163,12 +163,15 @@ class ScalarWriter:
     """Scalars for people's tools: a TensorBoard folder (TensorFlow backend) and the open wandb run.
 
     The event writer is made on the first write and kept until ``close``; wandb is
-    written only when the job opened a run (``wandb.run`` or the one given).
+    written only when the job opened a run (``wandb.run`` or the one given), and not at
+    all with ``to_wandb=False`` (numbers at steps of their own, which wandb's single step
+    counter cannot hold beside the epochs).
     """
 
-    def __init__(self, tensorboard_dir: str | None, wandb_run=None):
+    def __init__(self, tensorboard_dir: str | None, wandb_run=None, to_wandb: bool = True):
         self.tensorboard_dir = tensorboard_dir
         self.wandb_run = wandb_run
+        self.to_wandb = to_wandb
         self._writer = None
 
     def write(self, scalars: dict, step: int, summary: bool = False, **wandb_extra) -> None:
@@ -182,6 +185,8 @@ class ScalarWriter:
                     tf.summary.scalar(name, value, step=step)
             self._writer.flush()
         run = self.wandb_run
+        if not self.to_wandb:
+            return
         if run is None:  # a run exists only when the logger opened one, so wandb is imported then
             wandb = sys.modules.get("wandb")
             run = wandb.run if wandb is not None else None

@@ -155,7 +155,12 @@ class Run:
         self.job = build_job(self.cfg, self.run_dir)
         # Open for the whole job: TensorBoard and wandb get the untrained and final evaluations too.
         if self.job.runtime.is_chief:
+            from trainer import tensorboard_pictures
+
             self.loggers = records.loggers(self.cfg, self.run_dir)
+            # Step curves, per-epoch held-out accuracy, a sweep trial's hparams (logger.pictures).
+            self.loggers.callbacks += tensorboard_pictures.callbacks(self.cfg, self.loggers.tensorboard_dir,
+                                                                     self.job.data.heldout)
 
     def plan_start(self) -> None:
         job = self.job
@@ -263,6 +268,10 @@ class Run:
                                   **{k: v for k, v in results.items() if k != "heldout"}})
         self.report.print_evaluation("final", results)
         self.loggers.log_evaluation("final", results, step=optimizer_steps(job.loop))
+        from trainer import tensorboard_pictures  # the ROC, score histograms and projector, by logger.pictures
+
+        tensorboard_pictures.write_final(self.cfg, self.loggers.tensorboard_dir, job.loop.embedding_model,
+                                         job.data.heldout, step=optimizer_steps(job.loop))
 
     def export(self) -> None:
         from trainer.export.model_files import export_embedding_model, exportable
