@@ -49,3 +49,19 @@ def test_a_sweep_job_has_every_picture(run_cli, tmp_path):
 
     hparams = read_tensorboard_hparams(board)
     assert hparams["trainer.epochs"] == 2 and hparams["data"] == "memory"
+
+
+def test_the_projector_sample_spreads_over_identities():
+    from trainer.tensorboard_pictures import spread_sample
+
+    labels = np.repeat(np.arange(5), [1, 2, 3, 4, 10])
+    chosen = spread_sample(labels, 7, seed=0)
+    assert len(set(chosen)) == 7 and set(labels[chosen[:5]]) == set(range(5))  # every person first
+    assert np.array_equal(spread_sample(labels, 7, seed=0), chosen)  # seeded
+    assert len(spread_sample(labels, 100, seed=0)) == len(labels)
+
+
+def test_no_hparams_outside_a_multirun():
+    from trainer.tensorboard_pictures import sweep_hparams
+
+    assert sweep_hparams() is None
