@@ -100,7 +100,7 @@ class _FirstSteps(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if len(self.begins) >= 3:
             return
-        _wait_for_device(self.model)
+        wait_for_device(self.model)
         self.begins.append(time.time())
         if len(self.begins) == 2:
             self.timer.first_step_done = self.begins[1]
@@ -112,7 +112,9 @@ class _FirstSteps(keras.callbacks.Callback):
                 self.on_first_step(self.timer)
 
 
-def _wait_for_device(model) -> None:
+def wait_for_device(model) -> None:
+    """JAX dispatches steps ahead of the device: wait for the model's training state before
+    reading the clock (a no-op elsewhere)."""
     state = getattr(model, "_jax_state", None)
     if state:
         import jax

@@ -23,8 +23,8 @@ import time
 
 import keras
 
-from trainer.commands.bench.interleave import _wait_for_device
 from trainer.commands.bench.timing import paired_ratio, steps_windows
+from trainer.timings import wait_for_device
 
 
 class _WindowClock(keras.callbacks.Callback):
@@ -39,7 +39,7 @@ class _WindowClock(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if batch not in (self.start, self.stop):
             return
-        _wait_for_device(self.model)
+        wait_for_device(self.model)
         now = (time.perf_counter(), time.process_time())
         if batch == self.start:
             self._begin = now
@@ -99,7 +99,7 @@ def measure_breakdown(cfg, job, batches, num_classes, image_size, warmup_steps, 
                       windows, run_dir) -> dict:
     """Step time with each optional part off in turn, against the full step and the minimal one."""
     from trainer import records
-    from trainer.commands.bench.measure import in_memory_data
+    from trainer.commands.bench.batches import in_memory_data
     from trainer.commands.bench.minimal_step import MinimalRunner
     from trainer.commands.bench.switches import SWITCHES, switched_config
     from trainer.job import build_job

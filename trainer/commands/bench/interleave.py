@@ -19,6 +19,8 @@ from typing import Protocol
 
 import keras
 
+from trainer.timings import wait_for_device
+
 
 class Runner(Protocol):
     """What the interleaver drives between framework windows."""
@@ -61,7 +63,7 @@ class Interleaver(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._next >= len(self.boundaries) or batch < self.boundaries[self._next]:
             return
-        _wait_for_device(self.model)
+        wait_for_device(self.model)
         now, cpu = time.perf_counter(), time.process_time()
         if self._next == 0:
             self.warmup_seconds = now - self.fit_started
@@ -89,11 +91,3 @@ class Interleaver(keras.callbacks.Callback):
     def complete(self) -> bool:
         return self._next == len(self.boundaries)
 
-
-def _wait_for_device(model) -> None:
-    """JAX dispatches steps ahead of the device: wait for the state before reading the clock."""
-    state = getattr(model, "_jax_state", None)
-    if state:
-        import jax
-
-        jax.block_until_ready(state)

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from trainer.commands.bench import flops as flops_module
+from trainer.commands.bench.batches import in_memory_data, random_batches
 from trainer.commands.bench.interleave import Interleaver, Runner
 from trainer.commands.bench.memory import gib, peak_device_bytes, peak_host_bytes
 from trainer.commands.bench.minimal_step import MinimalRunner
@@ -310,30 +311,6 @@ def tracing_count(loop) -> int | None:
 
 
 # -- batches -------------------------------------------------------------------------
-
-def random_batches(count: int, batch_size: int, image_size: int, num_classes: int, seed: int):
-    """``count`` batches of (float32 pixels 0..255, int32 labels), the pipeline's output format."""
-    rng = np.random.default_rng(seed)
-    return [(rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32),
-             rng.integers(0, num_classes, batch_size).astype(np.int32)) for _ in range(count)]
-
-
-def in_memory_data(batches):
-    """What ``fit`` reads: a repeating ``tf.data`` of the batches (TF), or a NumPy generator (JAX)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        stacked = keras.tree.map_structure(lambda *parts: np.stack(parts), *batches)
-        # no trailing prefetch: nothing to overlap for slices already in memory, and deleting
-        # an endless prefetching iterator at the end of fit() took 14-24 s on the shared CPU host
-        return tf.data.Dataset.from_tensor_slices(stacked).repeat()
-
-    def cycle():  # a generator: what Keras's JAX trainer reads array sources from
-        while True:
-            yield from batches
-
-    return cycle()
-
 
 def _iterate(batches):
     if hasattr(batches, "element_spec"):  # tf.data
