@@ -242,6 +242,7 @@ def job_description(cfg, runtime, num_classes, image_size, batch_size, steps_per
             "precision": keras.mixed_precision.global_policy().name,
             "jit_compile": bool(runtime.jit_compile),
             "steps_per_execution": int(runtime.steps_per_execution),
+            "compile_cache": getattr(runtime, "compile_cache", None),  # folder, active, why
             "model_data": "random in-memory batches" if synthetic else "the pipeline's first batches, in memory"}
 
 
