@@ -110,6 +110,10 @@ def run_job(cfg):
             _remove_unstarted(run_dir)
         raise
     except BaseException as error:  # noqa: BLE001 - classified once, at the edge
+        from trainer.callbacks.optuna_pruning import is_pruned
+
+        if is_pruned(error):  # a sweep trial its pruner stopped: the sweeper counts it, not a failure
+            raise
         status = edge.finish("train", error)
         if status == edge.EXIT_MISTAKE and fresh:
             _remove_unstarted(run_dir)
