@@ -52,7 +52,7 @@ LOOPS = {
 
 def config(run_dir, loop, path, *extra):
     return trainer.compose([*LOOPS[loop], *DATA[path], "trainer.epochs=2", "trainer.steps_per_epoch=3",
-                            "trainer.batch_size=8", "eval.pairs=10", "logger=none", "runtime.jit_compile=false",
+                            "trainer.batch_size=8", "eval.pairs=10", "eval.folds=2", "logger=none", "runtime.jit_compile=false",
                             f"run.dir={run_dir}", *extra])
 
 
