@@ -45,7 +45,7 @@ def test_breakdown_runs_every_switch(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     breakdown = json.loads(output.read_text())["breakdown"]
     names = [row["switched_off"] for row in breakdown["rows"]]
-    assert names == [None, "label_checks", "nan_guard", "metrics", "loss_tracking", "callbacks"]
+    assert names == [None, "label_checks", "nan_guard", "metrics", "loss_tracking", "callbacks", "full_again"]
     assert set(breakdown["not_applicable"]) == {"row_update"}
     for row in breakdown["rows"]:
         assert row["images_per_second"] > 0 and math.isfinite(row["over_minimal"]["median"])
