@@ -6,7 +6,13 @@ alike can use it without an import cycle.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["first_line"]
+
+# TensorFlow wraps an op's message in where it ran: ``{{function_node __wrapped__X_device_...}} the
+# message [Op:X] name: ``. The user needs the message.
+_TF_WRAPPING = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\](?: name: \S*)?\s*$")
 
 
 def first_line(error: BaseException) -> str:
@@ -20,5 +26,5 @@ def first_line(error: BaseException) -> str:
         error = error.__cause__
     for line in str(error).splitlines():
         if line.strip():
-            return line.strip()
+            return _TF_WRAPPING.sub("", line).strip() or line.strip()
     return type(error).__name__

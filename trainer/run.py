@@ -134,7 +134,8 @@ class Run:
             for stage in (self.assemble, self.plan_start, self.evaluate_untrained, self.fit,
                           self.check_final_model, self.evaluate, self.export):
                 signals.raise_if_pending()
-                stage()
+                with data_mistakes():  # held-out data is read in evaluation as training data is in fit
+                    stage()
         except signals.Interrupted as interruption:
             raise self.interrupted(interruption) from None
         except (ConfigError, RunFailed) as error:
@@ -357,15 +358,15 @@ def optimizer_steps(loop) -> int:
 @contextlib.contextmanager
 def data_mistakes():
     """The user's data mistake inside a TensorFlow error from the input pipeline, as one line."""
-    import re
+    from trainer.data.errors import data_error_inside
 
     try:
         yield
     except Exception as error:
-        found = re.search(r"(corrupt record \d+ of [^\n]*?(?:data\.on_corrupt=skip|$))", str(error), re.M)
-        if found is None:
+        inside = data_error_inside(error)
+        if inside is None or inside is error:
             raise
-        raise RunFailed(found.group(1).strip()) from None
+        raise RunFailed(str(inside)) from None
 
 
 def check_final_model(job: Job) -> None:

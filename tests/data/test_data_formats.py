@@ -145,7 +145,7 @@ def test_corrupt_record_stops_the_job_naming_file_and_record(tmp_path):
     payloads = [(0, b"garbage bytes, not an image"), (0, png(make_images(1, 1)[0][1]))]
     os.makedirs(tmp_path / "early")
     recordio.write_insightface(str(tmp_path / "early"), payloads, image_size=SIZE)
-    with pytest.raises(DataError, match=r"record 1 of .*train\.rec is not a JPEG/PNG image"):
+    with pytest.raises(DataError, match=r"record 1 of .*train\.rec is not a complete JPEG/PNG image"):
         DATASETS.build({"name": "recordio", "path": str(tmp_path / "early"), "image_size": SIZE})
 
 

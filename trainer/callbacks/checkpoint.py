@@ -59,10 +59,23 @@ def _read_state(path: str) -> dict | None:
         if type(error).__name__ == "NotFoundError":
             return None
         raise
-    if not isinstance(state, dict) or "file" not in state:
+    if not well_formed_state(state):  # hand-edited or damaged: the weights files' own sidecars remain
+        print(f"warning: {path} is not a checkpoint record (edited or damaged); it is ignored, and the "
+              "checkpoints' own records are used", flush=True)
         return None
     state.setdefault("batch", 0)
     return state
+
+
+def well_formed_state(state) -> bool:
+    """A checkpoint record as the runner wrote it: a weights file of this folder and whole-number positions."""
+    if not isinstance(state, dict) or not isinstance(state.get("file"), str):
+        return False
+    name = state["file"]
+    if "/" in name or "\\" in name or not (name.startswith(PREFIX) and name.endswith(SUFFIX)):
+        return False
+    return all(isinstance(state.get(key, 0), int) and not isinstance(state.get(key, 0), bool)
+               and state.get(key, 0) >= 0 for key in ("epoch", "batch", "step"))
 
 
 def latest_checkpoint(run_dir: str) -> dict | None:

@@ -6,12 +6,11 @@ to uint8 (H, W, 3) at ``image_size`` and deals with the user's data mistakes:
 
 * sizes: ``resize: true`` resizes (area-averaging when shrinking); ``false``
   makes a size other than ``image_size`` an error;
-* corrupt records: bytes that are not a complete JPEG/PNG/GIF/BMP (wrong
-  signature, truncated JPEG or PNG) are reported with file and record, then skipped
-  and counted (``on_corrupt: skip``) or the job stops (``on_corrupt: stop``).
-  In skip mode a record that passes these checks but still fails to decode
-  is dropped as well (TensorFlow logs it); in stop mode it stops the job
-  with TensorFlow's decoder message;
+* corrupt records: a record that cannot be used (not a complete JPEG/PNG/GIF/BMP, a
+  decoder error, a file that cannot be read, a wrong size or label) is named with its file
+  and record, wherever ``tf.data`` dropped it (``dropped``: found by the gap it leaves and
+  replayed in Python), then skipped and counted (``on_corrupt: skip``) or the job stops
+  (``on_corrupt: stop``), in training and held-out data alike;
 * before training, ``preflight`` decodes the first few records in Python so a
   wrong path, format or size is one clear line, not a traceback mid-epoch.
 """
@@ -23,6 +22,7 @@ import logging
 import threading
 
 from trainer.data.errors import DataError
+from trainer.data.sources import dropped
 from trainer.data.sources.base import DataSource
 from trainer.errors import first_line
 
@@ -73,10 +73,10 @@ class EncodedImageSource(DataSource):
 
     # -- DataSource ------------------------------------------------------------------
     def train(self):
-        return self._decoded(self.apply_shard(self._records()))
+        return self._decoded(self.apply_shard(self._records()), heldout=False)
 
     def heldout(self):
-        return self._decoded(self._records(heldout=True)) if self._has_heldout() else None
+        return self._decoded(self._records(heldout=True), heldout=True) if self._has_heldout() else None
 
     def encoded_examples(self, heldout: bool = False):
         """Python iterator of (encoded bytes, label) in order, undecoded (for converters)."""
@@ -88,61 +88,122 @@ class EncodedImageSource(DataSource):
         """Decode the first records now: a wrong format or size fails before training."""
         import tensorflow as tf
 
-        for data, label, file, index in self._records().take(count).as_numpy_iterator():
-            where = f"record {index} of {file.decode()}"
-            if not bool(looks_like_image(tf.constant(data))):
+        last = None
+        try:
+            for data, label, file, index in self._records().take(count).as_numpy_iterator():
+                last = (file.decode(), int(index))
+                problem = self.record_problem(data, label)
+                if problem is None:
+                    continue
+                if problem.startswith(("is ", "has ")) and "; " in problem:  # the data set's size or labels
+                    raise DataError(f"record {index} of {file.decode()} {problem}")
                 if self.on_corrupt == "stop":
-                    raise DataError(f"{where} is not a JPEG/PNG image; check data.path and the format "
-                                    "(or data.on_corrupt=skip to skip such records)")
-                continue
-            try:
-                image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            except tf.errors.OpError as error:
-                raise DataError(f"{where} cannot be decoded ({first_line(error)})") from None
-            height, width = int(image.shape[0]), int(image.shape[1])
-            if not self.resize and (height, width) != (self.image_size, self.image_size):
-                raise DataError(f"{where} is {height}x{width}, not data.image_size={self.image_size}; "
-                                f"set data.image_size={height} or data.resize=true")
-            if not 0 <= int(label) < self.num_classes:
-                raise DataError(f"{where} has label {int(label)} outside [0, {self.num_classes}); "
-                                "the class count does not match the data")
+                    raise DataError(f"record {index} of {file.decode()} {problem}; check data.path and the "
+                                    "format (or data.on_corrupt=skip to skip such records)")
+        except tf.errors.OpError:  # a reader failed: name the record it could not read
+            if self.on_corrupt == "stop":
+                for file, index, reason in self._dropped_between(last, None, heldout=False, limit=1):
+                    raise DataError(f"record {index} of {file} {reason}; check data.path and the format "
+                                    "(or data.on_corrupt=skip to skip such records)") from None
+                raise
 
-    def _report_corrupt(self, file, index, ok):
-        """Called (in Python) only for records that failed the check: log, count, or stop."""
-        if bool(ok):
-            return True
-        file = file.numpy().decode() if hasattr(file, "numpy") else str(file)
-        index = int(index)
-        reason = "not a complete JPEG/PNG image"
+    def record_problem(self, data: bytes, label=None) -> str | None:
+        """Why one encoded record cannot train, as a verb phrase (None: it can), decoded here in Python.
+
+        The same checks the pipeline's graph makes, so a record the pipeline dropped is named
+        with its reason.
+        """
+        import tensorflow as tf
+
+        if not bool(looks_like_image(tf.constant(data))):
+            return "is not a complete JPEG/PNG image"
+        try:
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        except tf.errors.OpError as error:
+            return f"cannot be decoded ({first_line(error)})"
+        height, width = int(image.shape[0]), int(image.shape[1])
+        if not self.resize and (height, width) != (self.image_size, self.image_size):
+            return (f"is {height}x{width}, not data.image_size={self.image_size}; "
+                    f"set data.image_size={height} or data.resize=true")
+        if label is not None and not 0 <= int(label) < self.num_classes:
+            return (f"has label {int(label)} outside [0, {self.num_classes}); "
+                    "the class count does not match the data")
+        return None
+
+    def _corrupt(self, file: str, index: int, reason: str) -> None:
+        """One record that cannot be used: stop the job naming it, or count and skip it."""
         if self.on_corrupt == "stop":
-            raise DataError(f"corrupt record {index} of {file}: {reason}; fix or remove it, or set "
+            note = reason[3:] if reason.startswith("is ") else reason  # "...: not a complete JPEG/PNG image"
+            raise DataError(f"corrupt record {index} of {file}: {note}; fix or remove it, or set "
                             "data.on_corrupt=skip")
         with self._lock:
+            if (file, index, reason) in self.corrupt_records:  # an epoch that is read again
+                return
             self.corrupt_records.append((file, index, reason))
             count = len(self.corrupt_records)
         log.warning("skipped corrupt record %d of %s (%s); %d skipped so far", index, file, reason, count)
         print(f"warning: skipped corrupt record {index} of {file} ({reason}); {count} skipped so far",
               flush=True)
-        return False
+
+    def _report_gap(self, heldout: bool):
+        """The Python side of ``dropped.report_gaps``: name the records dropped between two neighbours."""
+        def report(last_file, last_index, file, index):
+            last_file, file = last_file.numpy().decode(), file.numpy().decode()
+            last = (last_file, int(last_index)) if int(last_index) >= 0 else None
+            following = None if file == dropped.END else (file, int(index))
+            failures = self._dropped_between(last, following, heldout)
+            if not failures:  # nothing found on a second read (a file that changed while read)
+                where = following or last
+                failures = [(where[0], where[1], "could not be read (nothing wrong on a second read)")]
+            for failed_file, failed_index, reason in failures:
+                self._corrupt(failed_file, failed_index, reason)
+            return True
+        return report
+
+    # -- finding a dropped record ------------------------------------------------------
+    def _layout(self, heldout: bool) -> list[tuple[str, int, int | None]]:
+        """(file, record index, label or None) of every record in reading order (this worker's)."""
+        raise NotImplementedError
+
+    def _read_record(self, file: str, index: int) -> bytes:
+        """The encoded bytes of one record (may raise ``OSError``)."""
+        raise NotImplementedError
+
+    def _dropped_between(self, last, following, heldout: bool, limit: int | None = None):
+        """(file, index, reason) of the unusable records strictly between two records in reading order.
+
+        ``last``/``following`` are (file, index), or None for the start/end of the records.
+        """
+        layout = self._layout(heldout)
+        keys = [(file, index) for file, index, _ in layout]
+        begin = keys.index(last) + 1 if last in keys else 0
+        end = keys.index(following) if following in keys else len(keys)
+        found = []
+        for file, index, label in layout[begin:end]:
+            try:
+                problem = self.record_problem(self._read_record(file, index), label)
+            except OSError as error:
+                problem = f"cannot be read ({error.strerror or first_line(error)})"
+            if problem is not None:
+                found.append((file, index, problem))
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
 
     # -- decoding --------------------------------------------------------------------
-    def _decoded(self, records):
+    def _decoded(self, records, heldout: bool = False):
+        """Decoded (uint8 image, label); a record that fails is named (``dropped``): skipped or stopped on."""
         import tensorflow as tf
 
         size, num_classes = self.image_size, self.num_classes
 
-        def check(data, label, file, index):
-            ok = looks_like_image(data)
-            # Python runs only for bad records, so the common path stays in the graph.
-            ok = tf.cond(ok, lambda: tf.constant(True),
-                         lambda: tf.py_function(self._report_corrupt, [file, index, ok], tf.bool))
-            ok = tf.ensure_shape(ok, [])
-            return ok, data, label, file, index
-
-        def decode(ok, data, label, file, index):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        def decode_one(data, label, file, index):
+            valid = tf.debugging.Assert(looks_like_image(data), ["not a complete JPEG/PNG image"])
+            with tf.control_dependencies([valid]):
+                image = tf.io.decode_image(data, channels=3, expand_animations=False)
             image.set_shape([None, None, 3])
             shape = tf.shape(image)
+            checks = [tf.debugging.assert_less(label, num_classes, message="label beyond the class count")]
             if self.resize:
                 image = tf.cond(
                     tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size)),
@@ -150,23 +211,22 @@ class EncodedImageSource(DataSource):
                     lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
                         image, [size, size], method="area")), 0, 255), tf.uint8))
             else:
-                tf.debugging.assert_equal(shape[:2], [size, size], message=tf.strings.join(
-                    ["wrong image size (data.resize=false) in record ",
-                     tf.strings.as_string(index), " of ", file]))
-            tf.debugging.assert_less(label, num_classes, message=tf.strings.join(
-                ["label beyond the class count in record ", tf.strings.as_string(index), " of ", file]))
-            image = tf.ensure_shape(image, [size, size, 3])
-            return image, label
+                checks.append(tf.debugging.assert_equal(shape[:2], [size, size], message="wrong image size"))
+            with tf.control_dependencies(checks):
+                return tf.ensure_shape(tf.identity(image), [size, size, 3])
 
-        dataset = records.map(check).filter(lambda ok, *rest: ok)
-        dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if self.on_corrupt == "skip":
-            dataset = dataset.ignore_errors(log_warning=True)
-        return dataset
+        def decode(position, record):
+            data, label, file, index = record
+            image = tf.cond(dropped.is_sentinel(file), lambda: tf.zeros([size, size, 3], tf.uint8),
+                            lambda: decode_one(data, label, file, index))
+            return position, image, label, file, index
+
+        dataset = dropped.numbered(records).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dropped.report_gaps(dataset.ignore_errors(), self._report_gap(heldout))
 
 
-def require_path(path, key: str = "data.path", what: str = "data") -> str:
-    """``path`` as a string; a clear line when it is missing (local or ``gs://``)."""
+def require_path(path, key: str = "data.path", what: str = "data", folder: bool = False) -> str:
+    """``path`` as a string; a clear line when it is missing, or is a file where a folder is wanted."""
     import tensorflow as tf
 
     if path is None or str(path) in ("", "None", "???"):
@@ -174,4 +234,6 @@ def require_path(path, key: str = "data.path", what: str = "data") -> str:
     path = str(path)
     if not tf.io.gfile.exists(path):
         raise DataError(f"{key}={path} does not exist; check the path")
+    if folder and not tf.io.gfile.isdir(path):
+        raise DataError(f"{key}={path} is a file, not a folder; pass the folder that holds the {what}")
     return path

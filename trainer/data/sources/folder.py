@@ -9,6 +9,7 @@ import numpy as np
 from trainer.data.errors import DataError
 from trainer.data.sources.encoded import EncodedImageSource, require_path
 from trainer.data.sources.holdout import choose_holdout, weak_estimate_line
+from trainer.errors import first_line
 from trainer.registry import DATASETS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -66,7 +67,7 @@ class FolderSource(EncodedImageSource):
     def __init__(self, path=None, image_size=112, resize=True, on_corrupt="stop", heldout_path=None,
                  families_file=None, num_classes=None, holdout="auto", holdout_seed=0):
         self._setup(image_size, resize, on_corrupt)
-        self.path = require_path(path, "data.path", "identity_folders")
+        self.path = require_path(path, "data.path", "identity folders", folder=True)
         self.identities, self.files, self.labels = list_identities(self.path)
         if not self.files:
             raise DataError(f"data.path={self.path} holds no identity folders with images "
@@ -85,7 +86,8 @@ class FolderSource(EncodedImageSource):
                             "identity folders; fix one of them (or set data.num_classes=null)")
         self.num_examples = len(self.files)
         if heldout_path not in (None, ""):
-            self.heldout_path = require_path(heldout_path, "data.heldout_path", "heldout_identity_folders")
+            self.heldout_path = require_path(heldout_path, "data.heldout_path", "held-out identity folders",
+                                             folder=True)
             self.heldout_identities, self.heldout_files, self.heldout_labels = list_identities(self.heldout_path)
         self.families_file = None if families_file in (None, "") else require_path(
             families_file, "data.families_file", "families.csv")
@@ -124,6 +126,20 @@ class FolderSource(EncodedImageSource):
             tf.range(len(files), dtype=tf.int64)))
         return dataset.map(lambda file, label, index: (tf.io.read_file(file), label, file, index),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def _layout(self, heldout: bool):
+        files, labels = (self.heldout_files, self.heldout_labels) if heldout else (self.files, self.labels)
+        num_shards, index = (1, 0) if heldout else self.shard_spec
+        return [(files[i], i, labels[i]) for i in range(index, len(files), num_shards)]
+
+    def _read_record(self, file: str, index: int) -> bytes:
+        import tensorflow as tf
+
+        try:
+            with tf.io.gfile.GFile(file, "rb") as f:
+                return f.read()
+        except tf.errors.OpError as error:  # e.g. a symbolic link loop, a file removed since listed
+            raise OSError(first_line(error).rsplit("; ", 1)[-1]) from None
 
     def heldout_families(self):
         if self.families_file is None:

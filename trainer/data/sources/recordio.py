@@ -37,7 +37,7 @@ class RecordIOSource(EncodedImageSource):
     def __init__(self, path=None, image_size=112, resize=True, on_corrupt="stop", check_labels=True,
                  rec_file="train.rec", idx_file="train.idx"):
         self._setup(image_size, resize, on_corrupt)
-        self.path = require_path(path, "data.path", "folder_with_train.rec")
+        self.path = require_path(path, "data.path", "train.rec, train.idx and property", folder=True)
         self.rec_path = require_path(os.path.join(self.path, rec_file), "data.rec_file")
         self.idx_path = require_path(os.path.join(self.path, idx_file), "data.idx_file")
         property_path = os.path.join(self.path, "property")
@@ -94,7 +94,7 @@ class RecordIOSource(EncodedImageSource):
         if num_shards > 1 and not heldout:  # explicit sharding: this worker's keys only
             keys = keys[index::num_shards]
         rec_path, idx_path = self.rec_path, self.idx_path
-        report = self._report_corrupt
+        corrupt = self._corrupt
 
         def generate():
             with recordio.IndexedRecordReader(rec_path, idx_path) as reader:
@@ -102,14 +102,27 @@ class RecordIOSource(EncodedImageSource):
                     try:
                         header, image = recordio.unpack(reader.read(key))
                         label = recordio.image_label(header)
-                    except recordio.RecordIOError:
-                        report(rec_path, key, False)  # raises in stop mode
+                    except recordio.RecordIOError as error:
+                        corrupt(rec_path, key, f"is not a RecordIO image record ({error})")  # stop: raises
                         continue
                     yield image, label, rec_path, key
 
         return tf.data.Dataset.from_generator(generate, output_signature=(
             tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32),
             tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64)))
+
+    def _layout(self, heldout: bool):
+        keys = self.keys
+        num_shards, index = self.shard_spec
+        labels = self.labels if self.labels is not None else [None] * len(keys)
+        return [(self.rec_path, keys[i], labels[i]) for i in range(index, len(keys), num_shards)]
+
+    def _read_record(self, file: str, index: int) -> bytes:
+        try:
+            with recordio.IndexedRecordReader(self.rec_path, self.idx_path) as reader:
+                return recordio.unpack(reader.read(index))[1]
+        except recordio.RecordIOError as error:
+            raise OSError(str(error)) from None
 
     def train(self):
         # Sharding is applied to the keys in ``_records`` (before any bytes are read).

@@ -7,6 +7,7 @@ import os
 from trainer.data.formats import tfrecord
 from trainer.data.errors import DataError
 from trainer.data.sources.encoded import EncodedImageSource, require_path
+from trainer.errors import first_line
 from trainer.registry import DATASETS
 
 
@@ -26,7 +27,7 @@ class TFRecordSource(EncodedImageSource):
         import tensorflow as tf
 
         self._setup(image_size, resize, on_corrupt)
-        self.path = require_path(path, "data.path", "tfrecord_folder")
+        self.path = require_path(path, "data.path", "TFRecord shards", folder=True)
         self.image_key, self.label_key = image_key, label_key
         self.files = sorted(tf.io.gfile.glob(os.path.join(self.path, pattern)))
         if not self.files:
@@ -53,12 +54,57 @@ class TFRecordSource(EncodedImageSource):
     def _scan(self, files) -> tuple[int, int]:
         import tensorflow as tf
 
-        labels = self._examples(files).map(lambda data, label, file, index: label)
         count, top = 0, -1
-        for batch in labels.batch(4096).as_numpy_iterator():
-            count += len(batch)
-            top = max(top, int(batch.max()))
+        for file in files:  # one at a time: a shard that cannot be read is named
+            labels = self._examples([file]).map(lambda data, label, file, index: label)
+            try:
+                for batch in labels.batch(4096).as_numpy_iterator():
+                    count += len(batch)
+                    top = max(top, int(batch.max()))
+            except tf.errors.OpError as error:
+                raise DataError(f"{file} is not a readable TFRecord file of images and labels "
+                                f"({first_line(error)}); re-convert it or remove it") from None
         return count, top + 1
+
+    def _dropped_between(self, last, following, heldout: bool, limit: int | None = None):
+        """Replays the shards from ``last`` to ``following``: a record that fails is named with its reason.
+
+        A reader error (a damaged shard) loses the rest of that shard: it is named once, as the
+        record where reading stopped.
+        """
+        import tensorflow as tf
+
+        files = self._reading_files(heldout)
+        first = files.index(last[0]) if last and last[0] in files else 0
+        end = files.index(following[0]) + 1 if following and following[0] in files else len(files)
+        found = []
+        for file in files[first:end]:
+            start = last[1] + 1 if last and file == last[0] else 0
+            stop = following[1] if following and file == following[0] else None
+            index = start
+            iterator = iter(self._examples([file]).skip(start).as_numpy_iterator())
+            while stop is None or index < stop:
+                try:
+                    data, label, _, _ = next(iterator)
+                except StopIteration:
+                    break
+                except tf.errors.OpError as error:
+                    found.append((file, index, f"cannot be read ({first_line(error)}); the rest of the file "
+                                               "is lost"))
+                    break
+                problem = self.record_problem(data, label)
+                if problem is not None:
+                    found.append((file, index, problem))
+                index += 1
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+        return found
+
+    def _reading_files(self, heldout: bool) -> list[str]:
+        num_shards, index = self.shard_spec
+        if heldout:
+            return self.heldout_files
+        return self.files[index::num_shards] if 1 < num_shards <= len(self.files) else self.files
 
     def _examples(self, files):
         import tensorflow as tf
@@ -84,7 +130,7 @@ class TFRecordSource(EncodedImageSource):
         return self._examples(files).shard(num_shards, index)
 
     def train(self):
-        return self._decoded(self._records())
+        return self._decoded(self._records(), heldout=False)
 
     def _has_heldout(self) -> bool:
         return bool(self.heldout_files)
