@@ -17,6 +17,7 @@ import keras
 from omegaconf import OmegaConf
 
 from trainer.io import join, read_json, write_json
+from trainer.registry import is_number
 
 PACKAGES = ("tensorflow", "keras", "jax", "numpy", "hydra-core", "tensorflow-datasets", "wandb")
 
@@ -46,8 +47,25 @@ def package_versions() -> dict:
 
 
 def read_metrics(run_dir: str) -> dict:
-    """The run's ``metrics.json`` ({} when there is none or it is unreadable)."""
-    return read_json(join(run_dir, "metrics.json"), {}) or {}
+    """The run's ``metrics.json`` ({} when there is none, it is unreadable or not a record).
+
+    A hand-edited file (a list, a number) is set aside with a warning, never a failure on every rerun:
+    the run's state lives in its checkpoints, which the rerun reads on its own.
+    """
+    path = join(run_dir, "metrics.json")
+    metrics = read_json(path, {})
+    if not isinstance(metrics, dict):
+        print(f"warning: {path} is not a metrics record (edited or damaged); it is ignored and "
+              "rewritten", flush=True)
+        return {}
+    return metrics
+
+
+def _previous_epochs(previous: dict) -> list:
+    """The epoch entries of an earlier ``metrics.json`` that are well formed (others are dropped)."""
+    epochs = previous.get("epochs")
+    return [e for e in epochs if isinstance(e, dict) and isinstance(e.get("epoch"), int)] \
+        if isinstance(epochs, list) else []
 
 
 class RunReport:
@@ -55,14 +73,15 @@ class RunReport:
 
     def __init__(self, run_dir: str, cfg):
         self.path = os.path.join(run_dir, "metrics.json")
-        previous = read_json(self.path, {}) or {}
+        previous = read_metrics(run_dir)
         self.metrics = {"status": "running", "run_dir": run_dir,
-                        "epochs": previous.get("epochs", []),
+                        "epochs": _previous_epochs(previous),
                         "git_commit": git_commit(), "versions": package_versions()}
         if "untrained" in previous:
             self.metrics["untrained"] = previous["untrained"]
         self.started = time.time()
-        self.wall_before = float(previous.get("wall_seconds", 0.0))
+        wall = previous.get("wall_seconds")
+        self.wall_before = float(wall) if is_number(wall) else 0.0
 
     def start(self) -> None:
         self._write()
@@ -72,8 +91,18 @@ class RunReport:
         self._write()
 
     def fail(self, reason: str, status: str | None = None) -> None:
+        """Record why the run stopped; never raises, so the reason it stopped is the one reported.
+
+        When the whole file cannot be written (the disk is full, which may be why the run
+        stopped), the status is written over the old file in place, in the space it already holds.
+        """
         self.metrics["status"] = status or f"failed: {reason}"
-        self._write()
+        try:
+            self._write()
+        except OSError as error:
+            if not write_status_in_place(self.path, self.metrics["status"]):
+                print(f"warning: {self.path} could not be updated ({error.strerror}); it may still say "
+                      "running", flush=True)
 
     def interrupted(self, line: str) -> None:
         """A signal stopped the run: status ``interrupted``, and the line the user was shown."""
@@ -111,6 +140,32 @@ class RunReport:
                       f"± {values.get('accuracy_std', 0.0):.4f} on {sample_text(values)}", flush=True)
                 if values.get("note"):
                     print(f"note: {values['note']}", flush=True)
+
+
+def write_status_in_place(path: str, status: str) -> bool:
+    """``{"status": ...}`` written over ``path``'s own bytes (no new space needed); False if it cannot be.
+
+    Only a local file that exists can be rewritten in place; the status is shortened to fit it.
+    """
+    import json
+
+    try:
+        with open(path, "r+b") as f:
+            room = f.seek(0, os.SEEK_END)
+            text = json.dumps({"status": status})
+            while len(text.encode()) > room and len(status) > 8:  # shorten the reason, keep it JSON
+                status = status[:max(8, len(status) - (len(text.encode()) - room) - 3)] + "..."
+                text = json.dumps({"status": status})
+            data = text.encode()
+            if len(data) > room:
+                return False
+            f.seek(0)
+            f.write(data + b" " * (room - len(data)))  # JSON allows trailing blanks; same size, same blocks
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    except OSError:
+        return False
 
 
 class Throughput(keras.callbacks.Callback):

@@ -29,6 +29,8 @@ def is_mistake(error: BaseException) -> bool:
     """A mistake the user can fix from its one line (config, data, a refused run, an unwritable folder)."""
     from trainer.registry import ConfigError
 
+    if _data_error(error) is not None:  # a data source's error raised inside tf.data
+        return True
     # RunFailed lives with the runner, which imports TensorFlow: only a loaded runner can raise it.
     run = sys.modules.get("trainer.run")
     # Hydra's composition errors (with --multirun or --cfg, Hydra composes on its own)
@@ -38,12 +40,28 @@ def is_mistake(error: BaseException) -> bool:
         isinstance(error, OSError) and error.errno in UNWRITABLE)
 
 
+def _data_error(error: BaseException):
+    # TensorFlow (and so tf.data) is loaded only when a command read data: only then can it carry one.
+    errors = sys.modules.get("trainer.data.errors")
+    return errors.data_error_inside(error) if errors is not None else None
+
+
 def mistake_line(error: BaseException) -> str:
     from trainer.errors import first_line
 
+    inside = _data_error(error)
+    if inside is not None:
+        return str(inside)
     if isinstance(error, OSError) and error.errno in UNWRITABLE:
-        where = f": {error.filename}" if error.filename else ""
-        return f"cannot write{where} ({error.strerror}); choose a folder you can write, with free space"
+        # h5py's message spans lines and names the file only inside it ("filename = '...'")
+        import os
+        import re
+
+        named = re.search(r"filename = '([^']+)'", str(error))
+        filename = error.filename or (named.group(1) if named else None)
+        where = f": {filename}" if filename else ""
+        return (f"cannot write{where} ({os.strerror(error.errno)}); choose a folder you can write, "
+                "with free space")
     return first_line(error)
 
 
@@ -97,18 +115,52 @@ def run(command: str, body: Callable[[], int | None], process: bool) -> int:
         from trainer.console import start_command_log
 
         start_command_log(command)
+        sys.unraisablehook = _unraisable_to_log
     try:
         # SIGTERM and Ctrl-C end every command alike (trainer/signals.py): 143 or 130, one line.
         with signals.handling() if process else contextlib.nullcontext():
             status = int(body() or 0)
         _settle_log()
-        return status
     except SystemExit as exit:  # a status chosen on purpose (e.g. the runner's 2 or 143)
         if isinstance(exit.code, str):
             print(exit.code, file=sys.stderr)
-        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        status = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     except BaseException as error:  # noqa: BLE001 - this is the one place every exception ends
-        return finish(command, error)
+        status = finish(command, error)
+    if process and status != 0:
+        _end_now(status)
+    return status
+
+
+def _end_now(status: int) -> None:
+    """End a failed command's process once its line and log are out, without interpreter teardown.
+
+    A failure can leave a library's object half-done (h5py's file of a checkpoint save that hit a
+    full disk); its finalizer at teardown then crashed the process (exit 139) after the status was
+    reported. The exit functions (the console's, the log's) still run first.
+    """
+    import atexit
+    import os
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()
+    finally:
+        os._exit(status)
+
+
+def _unraisable_to_log(unraisable) -> None:
+    """An exception in a finalizer (``Exception ignored in ...``) goes to the command's log only."""
+    from trainer.console import command_log, debugging
+
+    text = "".join(traceback.format_exception(unraisable.exc_type, unraisable.exc_value,
+                                              unraisable.exc_traceback))
+    log = command_log()
+    if log is not None:
+        log.write(f"Exception ignored in {unraisable.object!r}:\n{text}")
+    if debugging() or log is None:
+        sys.__unraisablehook__(unraisable)
 
 
 def log_to(path: str) -> None:
