@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 
-FORMAT = 3  # bump when the entry layout changes
+FORMAT = 4  # bump when the entry layout changes
 
 
 def package_files(modules) -> list[str]:

@@ -64,10 +64,13 @@ class NumberKey:
     strict: bool = False          # True: value > minimum; False: value >= minimum
     nullable: bool = False
     meaning: str = ""
+    maximum: float | None = None  # the largest value the code can take (inclusive)
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         bound = f"{'>' if self.strict else '>='} {self.minimum:g}"
+        if self.maximum is not None:
+            bound = f"in [{self.minimum:g}, {self.maximum:.0f}]" if self.integer else f"{bound} and <= {self.maximum:g}"
         return f"{kind} {bound}" + (" or null" if self.nullable else "") + (
             f" ({self.meaning})" if self.meaning else "")
 
@@ -83,6 +86,8 @@ class NumberKey:
             return "is not a whole number"
         if value < self.minimum or (self.strict and value == self.minimum):
             return "is out of range"
+        if self.maximum is not None and value > self.maximum:
+            return "is out of range"
         return None
 
 
@@ -93,7 +98,8 @@ NUMBER_KEYS = {
     "trainer.batch_size": NumberKey(integer=True, minimum=1, meaning="the global batch"),
     "trainer.steps_per_epoch": NumberKey(integer=True, minimum=1, nullable=True,
                                          meaning="null: derived from the data set"),
-    "trainer.seed": NumberKey(integer=True, minimum=0),
+    # NumPy's and TensorFlow's generators take seeds below 2**32
+    "trainer.seed": NumberKey(integer=True, minimum=0, maximum=2**32 - 1),
     "optimizer.lr": NumberKey(integer=False, minimum=0, strict=True,
                               meaning="the learning rate for the global batch"),
     "data.image_size": NumberKey(integer=True, minimum=1, meaning="pixels, square"),
@@ -355,7 +361,8 @@ def _component_parameters(group: str, node: DictConfig) -> list[str]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check numbers, component nodes and the image size; nothing is built or read."""
+    """Check interpolations, numbers, component nodes and the image size; nothing is built or read."""
+    check_interpolations(cfg)
     check_numbers(cfg)
     check_choices(cfg)
     for group, kind in COMPONENT_GROUPS.items():
@@ -368,6 +375,7 @@ def validate(cfg: DictConfig) -> None:
             _check_node("callback", node, f"callbacks.{key}", {"run_dir", "config"})
     _check_augment(cfg.get("augment"))
     check_image_size(cfg)
+    check_batch_memory(cfg)
 
 
 def _check_node(kind: str, node, where: str, provided=()) -> None:
@@ -377,6 +385,30 @@ def _check_node(kind: str, node, where: str, provided=()) -> None:
         raise  # already names the key's full path
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
+
+
+def check_interpolations(cfg: DictConfig) -> None:
+    """Every ``${...}`` outside ``hydra`` resolves now (``${oc.env:UNSET}``), or one line names the key.
+
+    A value left to fill (``???``), or one pointing at it, is a command's own business (it says
+    which key to pass), so only interpolations that cannot resolve at all are refused here.
+    """
+    from omegaconf.errors import InterpolationResolutionError, InterpolationToMissingValueError
+
+    for key in cfg:
+        if key == "hydra":
+            continue
+        try:
+            OmegaConf.to_container(cfg[key] if isinstance(cfg[key], DictConfig) else
+                                   OmegaConf.create({key: cfg._get_node(key)._value()}), resolve=True)
+        except InterpolationToMissingValueError:
+            continue
+        except InterpolationResolutionError as error:
+            where = getattr(error, "full_key", None) or key
+            # a resolver's own words (oc.env), without OmegaConf's "KeyError raised while resolving ..."
+            why = first_line(error).split("raised while resolving interpolation: ", 1)[-1].strip("\"'")
+            raise ConfigError(f"{where} cannot be resolved: {why}; set it, or give the interpolation "
+                              "a default (${oc.env:NAME,default})") from None
 
 
 def check_numbers(cfg: DictConfig) -> None:
@@ -425,6 +457,34 @@ def check_image_size(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.image_size={size} is too small for backbone={name}: data.image_size must be "
             f"an integer >= {minimum} for this backbone (set data.image_size={minimum} or more)")
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_batch_memory(cfg: DictConfig) -> None:
+    """One batch of float32 pixels (batch × size² × 3 × 4 bytes) must fit in this machine's memory.
+
+    The model needs many times more than its input, so a batch whose pixels alone exceed the
+    memory can never run: said now in one line, not as an out-of-memory error after the data
+    is read (``data.image_size=100000`` asked TensorFlow for 120 GB).
+    """
+    size = OmegaConf.select(cfg, "data.image_size", default=None)
+    batch = OmegaConf.select(cfg, "trainer.batch_size", default=None)
+    memory = physical_memory()
+    if not (is_number(size) and is_number(batch)) or memory is None:
+        return
+    needed = int(batch) * int(size) ** 2 * 3 * 4
+    if needed > memory:
+        raise ConfigError(
+            f"data.image_size={size} with trainer.batch_size={batch} needs {needed / 2**30:,.0f} GiB for one "
+            f"batch of pixels alone, more than this machine's {memory / 2**30:,.0f} GiB; lower data.image_size "
+            "(faces are usually 112) or trainer.batch_size")
 
 
 def _check_augment(node) -> None:

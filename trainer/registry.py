@@ -154,6 +154,9 @@ def declaration(target) -> dict:
              "summary": doc.splitlines()[0] if doc else "",
              "parameters": sorted(accepted), "required": sorted(required), "open": is_open,
              "typed": {k: list(v) for k, v in typed_parameters(target).items()}}
+    minimums = getattr(target, "minimums", None)  # declared with ``at_least``
+    if isinstance(minimums, dict):
+        entry["minimums"] = {str(k): float(v) for k, v in minimums.items()}
     rule = getattr(target, "minimum_input_size", None)
     if callable(rule):
         reads = [p.name for p in inspect.signature(rule).parameters.values()
@@ -179,6 +182,18 @@ def self_contained(rule) -> dict:
         return {"function": rule.__name__, "source": textwrap.dedent(inspect.getsource(rule))}
     except (OSError, TypeError):
         return {}
+
+
+def at_least(**minimums: float):
+    """Declare the smallest value each numeric parameter can take (``embedding_dim=1``).
+
+    The registry checks a config against it before anything is built, so ``neck.embedding_dim=0``
+    is one line naming the key, not an error deep inside Keras.
+    """
+    def declare(target):
+        target.minimums = {**getattr(target, "minimums", {}), **minimums}
+        return target
+    return declare
 
 
 def is_number(value: Any) -> bool:
@@ -403,6 +418,11 @@ class Registry:
                 what = "a number" if kind == "number" else "true or false"
                 raise NotANumber(f"{where or self.kind}.{key}={params[key]!r} is not {what} "
                                  f"({self.kind} '{name}' takes {what} for {key})")
+        for key, minimum in declared.get("minimums", {}).items():
+            value = params.get(key)
+            if is_number(value) and value < minimum:
+                raise NotANumber(f"{where or self.kind}.{key}={value!r} is out of range: {self.kind} "
+                                 f"'{name}' takes {key} >= {minimum:g}")
         return name
 
     def build(self, node: Mapping[str, Any] | str, /, **runtime: Any) -> Any:

@@ -12,10 +12,11 @@ import keras
 
 from models.necks._common import batch_norm, fixed_gamma_batch_norm
 from models.submodel import LazySubmodel
-from trainer.registry import NECKS
+from trainer.registry import NECKS, at_least
 
 
 @NECKS.register("e")
+@at_least(embedding_dim=1, dropout=0)
 def e_neck(embedding_dim: int = 512, dropout: float = 0.0):
     """BN -> dropout -> flatten -> dense -> BN(fixed gamma); accepts maps or tokens."""
 

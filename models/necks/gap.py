@@ -10,7 +10,7 @@ import keras
 
 from models.necks._common import batch_norm
 from models.submodel import LazySubmodel
-from trainer.registry import NECKS
+from trainer.registry import NECKS, at_least
 
 
 def global_average(x):
@@ -25,6 +25,7 @@ def global_average(x):
 
 
 @NECKS.register("gap")
+@at_least(embedding_dim=1, dropout=0)
 def gap_neck(embedding_dim: int = 512, dropout: float = 0.0):
     """Mean over every axis but batch and channels -> dropout -> dense -> BN."""
 

@@ -12,10 +12,11 @@ import keras
 
 from models.necks._common import batch_norm
 from models.submodel import LazySubmodel
-from trainer.registry import NECKS, ConfigError
+from trainer.registry import NECKS, ConfigError, at_least
 
 
 @NECKS.register("gdc")
+@at_least(embedding_dim=1)
 def gdc_neck(embedding_dim: int = 512):
     """Depthwise conv over the full (h, w) map -> BN -> flatten -> dense -> BN."""
 

@@ -12,10 +12,11 @@ import keras
 
 from models.necks._common import batch_norm
 from models.submodel import LazySubmodel
-from trainer.registry import NECKS
+from trainer.registry import NECKS, at_least
 
 
 @NECKS.register("vit_head")
+@at_least(embedding_dim=1, hidden_dim=1)
 def vit_head_neck(embedding_dim: int = 512, hidden_dim: int | None = None):
     """Flatten -> dense(hidden_dim or D) -> BN -> dense(embedding_dim) -> BN."""
 

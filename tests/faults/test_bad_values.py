@@ -35,7 +35,9 @@ def compose_error(overrides, **kwargs) -> str:
     (["trainer.steps_per_epoch=0"], "trainer.steps_per_epoch=0 is out of range: "
                                     "trainer.steps_per_epoch must be an integer >= 1 or null"),
     (["trainer.steps_per_epoch=-3"], "trainer.steps_per_epoch=-3 is out of range"),
-    (["trainer.seed=x"], "trainer.seed='x' is not a number: trainer.seed must be an integer >= 0"),
+    (["trainer.seed=x"], "trainer.seed='x' is not a number: trainer.seed must be an integer in [0, 4294967295]"),
+    (["trainer.seed=4294967296"], "trainer.seed=4294967296 is out of range: trainer.seed must be an integer in "
+                                  "[0, 4294967295]"),
     (["optimizer.lr=-1"], "optimizer.lr=-1 is out of range: optimizer.lr must be a number > 0"),
     (["optimizer.lr=0"], "optimizer.lr=0 is out of range: optimizer.lr must be a number > 0"),
     (["optimizer.lr=nan"], "optimizer.lr=nan is not finite"),
@@ -51,6 +53,8 @@ def test_top_level_numbers_are_checked_against_their_range(overrides, expected):
     (["loss.margin=abc"], "loss.margin='abc' is not a number"),
     (["loss=cosface", "loss.scale=sixty"], "loss.scale='sixty' is not a number"),
     (["neck.embedding_dim=big"], "neck.embedding_dim='big' is not a number"),
+    (["neck.embedding_dim=0"], "neck.embedding_dim=0 is out of range: neck 'gap' takes embedding_dim >= 1"),
+    (["neck=gdc", "neck.embedding_dim=-3"], "neck.embedding_dim=-3 is out of range: neck 'gdc' takes embedding_dim >= 1"),
     (["schedule.warmup_epochs=half"], "schedule.warmup_epochs='half' is not a number"),
     (["backbone.remat=yes"], "backbone.remat='yes' is not true or false"),
     (["augment.ops=[{name: flip, p: often}]"], "augment.ops[0].p='often' must be a number in [0, 1]"),
@@ -68,6 +72,21 @@ def test_image_size_is_checked_against_the_backbone_minimum_before_any_data():
     assert "integer >= 16" in compose_error(["backbone=iresnet18", "data.image_size=12"])
     assert "integer >= 9" in compose_error(["backbone=vit_t", "data.image_size=8"])
     assert "integer >= 32" in compose_error(["backbone=resnet50", "data.image_size=16"])
+
+
+def test_an_image_size_whose_batch_cannot_fit_in_memory_is_one_line_before_any_data():
+    line = compose_error(["debug=smoke", "data.image_size=100000"])
+    assert line.startswith("data.image_size=100000 with trainer.batch_size=16 needs 1,788 GiB for one batch")
+    trainer.compose(["debug=smoke", "data.image_size=112"])  # an ordinary size is not refused
+
+
+def test_an_interpolation_that_cannot_resolve_is_one_line_naming_the_key(monkeypatch):
+    monkeypatch.delenv("FACETRAIN_UNSET_VARIABLE", raising=False)
+    line = compose_error(["debug=smoke", "trainer.epochs=${oc.env:FACETRAIN_UNSET_VARIABLE}"])
+    assert line.startswith("trainer.epochs cannot be resolved: Environment variable "
+                           "'FACETRAIN_UNSET_VARIABLE' not found")
+    monkeypatch.setenv("FACETRAIN_UNSET_VARIABLE", "mine")
+    assert trainer.compose(["debug=smoke", "run.name=${oc.env:FACETRAIN_UNSET_VARIABLE}"]).run.name == "mine"
 
 
 def test_every_built_in_backbone_declares_the_minimum_it_enforces():
