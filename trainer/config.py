@@ -141,7 +141,35 @@ def register_resolvers() -> None:
 
 def plugin_search_paths() -> list[str]:
     """``pkg://`` paths of plugin packages that ship their own ``conf/<group>/*.yaml``."""
-    return [f"pkg://{ep.value}" for ep in importlib.metadata.entry_points(group=PLUGIN_CONFIG_GROUP)]
+    return [f"pkg://{module}" for module in config_plugins()]
+
+
+_BROKEN_PLUGINS: dict[str, str] = {}
+
+
+def config_plugins() -> list[str]:
+    """The modules of ``facetrain.conf`` plugins that import; each broken one is named once and left out.
+
+    Hydra imports a ``pkg://`` search path on every composition, so one plugin that fails to
+    import would break every command; left out, it breaks only what needs its YAML (whose
+    option is then unknown, after the line naming the plugin).
+    """
+    import importlib
+    import sys
+
+    modules = []
+    for entry_point in importlib.metadata.entry_points(group=PLUGIN_CONFIG_GROUP):
+        module = entry_point.value
+        if module not in _BROKEN_PLUGINS:
+            try:
+                importlib.import_module(module)
+            except Exception as error:  # noqa: BLE001 - a plugin's own failure, named in one line
+                _BROKEN_PLUGINS[module] = f"{type(error).__name__}: {first_line(error)}"
+                print(f"warning: the {PLUGIN_CONFIG_GROUP} plugin {entry_point.name} = {module} fails to import "
+                      f"({_BROKEN_PLUGINS[module]}); its configs are left out", file=sys.stderr, flush=True)
+        if module not in _BROKEN_PLUGINS:
+            modules.append(module)
+    return list(dict.fromkeys(modules))
 
 
 def with_searchpath(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> list[str]:
@@ -276,7 +304,7 @@ def config_roots(searchpath: Sequence[str] = ()):
     import pathlib
 
     roots = [importlib.resources.files(CONFIG_MODULE)]
-    modules = [ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_CONFIG_GROUP)]
+    modules = config_plugins()
     for entry in searchpath:
         if entry.startswith("pkg://"):
             modules.append(entry[len("pkg://"):].replace("/", "."))
@@ -287,7 +315,7 @@ def config_roots(searchpath: Sequence[str] = ()):
     for module in dict.fromkeys(modules):
         try:
             roots.append(importlib.resources.files(module))
-        except ModuleNotFoundError:
+        except Exception:  # noqa: BLE001 - a missing or broken package holds no configs
             continue
     return roots
 

@@ -510,6 +510,11 @@ def import_dotted(path: str, kind: str = "component") -> Any:
         return getattr(module, attribute)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"{kind} '{path}' cannot be imported ({error}); check the dotted path") from error
+    except Exception as error:  # the user's module itself is broken (a SyntaxError, raising at import)
+        from trainer.errors import first_line
+
+        raise ConfigError(f"{kind} '{path}': its module {module_name} fails when imported "
+                          f"({type(error).__name__}: {first_line(error)}); fix that module") from error
 
 
 def _is_dotted(name: str) -> bool:

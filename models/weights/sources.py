@@ -168,10 +168,30 @@ def read_onnx(path: str) -> Source:
         graph = onnx.load(path).graph
     except Exception as error:
         raise ConfigError(f"backbone.weights={path} is not an ONNX model: {type(error).__name__}") from None
+    try:
+        return _onnx_source(path, graph, onnx, numpy_helper)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:  # a malformed graph
+        raise ConfigError(f"backbone.weights={path}: its weights cannot be read from the ONNX graph "
+                          f"({type(error).__name__}: {first_line(error)})") from None
+
+
+def constant_value(node, onnx, numpy_helper) -> np.ndarray | None:
+    """A Constant node's value, whichever of its attributes holds it (``value``, ``value_float``, ...)."""
+    for attribute in node.attribute:
+        if attribute.name in ("sparse_value", "value_string", "value_strings"):
+            continue  # not weights
+        value = onnx.helper.get_attribute_value(attribute)
+        return numpy_helper.to_array(value) if attribute.name == "value" else np.asarray(value)
+    return None
+
+
+def _onnx_source(path: str, graph, onnx, numpy_helper) -> Source:
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:  # weights stored as Constant nodes, and exporters' Identity aliases
         if node.op_type == "Constant" and node.attribute:
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            value = constant_value(node, onnx, numpy_helper)
+            if value is not None:
+                constants[node.output[0]] = value
         elif node.op_type == "Identity" and node.input[0] in constants:
             constants[node.output[0]] = constants[node.input[0]]
     consumers: dict[str, list] = {}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trainer.data.errors import DataError
+from trainer.errors import first_line
 from trainer.normalize import l2_normalize_numpy
 from trainer.registry import EVALUATORS
 
@@ -96,7 +97,8 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int = 0):
     labels = np.asarray(labels)
     available = available_pairs(labels)
     if available["positive_pairs"] < 1 or available["negative_pairs"] < 1:
-        raise ValueError("verification needs at least two identities, one of them with two images")
+        raise PairsError(f"verification needs at least two identities, one of them with two images; these "
+                         f"images hold {len(np.unique(labels))} identities")
     count = min(int(num_pairs), available["positive_pairs"], available["negative_pairs"])
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     positives = _distinct_pairs(rng, count, available["positive_pairs"],
@@ -417,10 +419,18 @@ def read_bin(path: str, image_size: int | None = None):
         except Exception as error:  # pickle raises many types on foreign files
             raise DataError(f"{path} is not a verification .bin (pickle of images and issame): "
                             f"{type(error).__name__}") from None
-    issame = np.asarray(issame, bool)
+    issame = np.asarray(issame)
+    if issame.ndim != 1 or not isinstance(bins, (list, tuple, np.ndarray)):
+        raise DataError(f"{path} is not a verification .bin: it must hold a list of images and a list of "
+                        f"issame flags, one per pair (its issame has shape {issame.shape})")
+    issame = issame.astype(bool)
     if len(bins) != 2 * len(issame):
         raise DataError(f"{path} holds {len(bins)} images for {len(issame)} pairs (expected 2 per pair)")
-    return decode_images(bins, image_size), issame
+    try:
+        return decode_images(bins, image_size), issame
+    except (tf.errors.OpError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: an image in it cannot be decoded ({first_line(error)}); "
+                        "a verification .bin holds JPEG or PNG images") from None
 
 
 def encode_image(image: np.ndarray, image_format: str = "png", quality: int = 95) -> bytes:

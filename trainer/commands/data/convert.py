@@ -62,11 +62,13 @@ def main(argv=None) -> int:
         return 0
 
     def run() -> int:
+        from trainer.commands.outputs import output_folder
         from trainer.registry import to_plain
 
         options = to_plain(command_config.parse(COMMAND, argv))
         if not options["input"] or not options["output"]:
             raise DataError("input= and output= are required (python -m trainer.data.convert --help)")
+        output_folder(options["output"])
         if "://" not in str(options["output"]):
             edge.log_to(os.path.join(str(options["output"]), f"{COMMAND}.log"))
         info = convert(**options)

@@ -43,12 +43,14 @@ def main(argv=None) -> int:
         return 0
 
     def run() -> int:
+        from trainer.commands.outputs import output_file
         from trainer.config import compose
         from trainer.registry import DATASETS, ConfigError
 
         cfg = command_config.parse(COMMAND, argv)
         if not cfg.output:
             raise ConfigError("output= is required (the .bin to write)")
+        output_file(cfg.output)
         source = DATASETS.build(compose(command_config.data_overrides(argv)).data)
         summary = make_bin(source, str(cfg.output), pairs=int(cfg.pairs), seed=int(cfg.seed),
                            image_format=str(cfg.format))
