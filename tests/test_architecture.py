@@ -162,14 +162,15 @@ def test_no_import_cycles_between_modules():
     assert not stale, f"fixed, take them off ALLOWED_CYCLES: {sorted(stale)}"
 
 
-PLUMBING = ("cli", "edge", "command_config")
+PLUMBING = ("cli", "edge", "command_config", "outputs")
 
 
 def test_no_module_imports_a_command():
     """Commands (trainer/commands/) are leaves: the core, components and other commands never import one.
 
     A command may use the commands' shared plumbing (``command_config``: the command line;
-    ``edge``: the failure contract; ``cli``: the older helpers) and a package of its own;
+    ``edge``: the failure contract; ``outputs``: the kind of an ``output=``; ``cli``: the older
+    helpers) and a package of its own;
     ``__main__`` modules are entry points and may hand over to the command they name.
     """
     def command_of(module: str) -> str | None:

@@ -74,7 +74,7 @@ def assert_true_status(run_dir, result) -> None:
 
 @contextlib.contextmanager
 def tmpfs(folder, size: str = "4m", read_only: bool = False):
-    """A tmpfs of ``size`` at ``folder`` (read-only after ``yield``-time set-up when asked); skips if not allowed."""
+    """A tmpfs of ``size`` mounted at ``folder`` (remounted read-only when asked); skips where mounting is refused."""
     os.makedirs(folder, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                              capture_output=True, text=True)
