@@ -100,7 +100,11 @@ def run_job(cfg):
 
     run_dir = HydraConfig.get().runtime.output_dir
     fresh = set(os.listdir(run_dir)) <= {".hydra"}  # nothing of an earlier attempt
-    edge.log_to(os.path.join(run_dir, "train.log"))
+    # Process i > 0 of a multi-process job logs beside its own records (trainer.runtime.worker_dir).
+    process_id = int(cfg.runtime.get("process_id") or 0) if cfg.get("runtime") is not None else 0
+    log_dir = os.path.join(run_dir, "workers", f"worker-{process_id}") if process_id else run_dir
+    os.makedirs(log_dir, exist_ok=True)
+    edge.log_to(os.path.join(log_dir, "train.log"))
     try:
         from trainer.run import main_job
 

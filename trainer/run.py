@@ -28,7 +28,7 @@ import sys
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import io, records, signals
+from trainer import io, processes, records, signals
 from trainer.callbacks.base import TrainerCallback
 from trainer.callbacks.checkpoint import (Checkpoint, build_before_restore, checkpoint_dir, latest_checkpoint,
                                           non_finite_variable, restore_checkpoint, save_checkpoint)
@@ -104,6 +104,10 @@ class Run:
 
             check_available(resolve_formats(self.cfg.run.export_formats))  # a name or a list of names
         resume_mode(self.cfg)
+        # A multi-process JAX job: joined before any device is touched; every process refuses
+        # a config that differs from the others'.
+        processes.join(self.cfg.runtime)
+        processes.agree_on_config(self.cfg)
         self.records_dir = worker_dir(self.run_dir, self.cfg.runtime)  # non-chief workers: a sub-folder
         if not io.is_remote(self.records_dir):
             check_writable(self.records_dir)
@@ -167,6 +171,7 @@ class Run:
         job = self.job
         with data_mistakes():  # the plan reads the first training images (the data's fingerprint)
             self.plan = plan_resume(self.cfg, job, self.run_dir)
+        agree_on_start(self.plan)
         if job.runtime.is_chief:
             write_fingerprint(self.run_dir, self.plan)
         # Once the plan accepts this config: a refused rerun leaves the run's config.yaml as it was.
@@ -183,6 +188,9 @@ class Run:
     def evaluate_untrained(self) -> None:
         job = self.job
         if job.evaluator is None or not self.plan.fresh or not self.cfg.trainer.get("evaluate_untrained", True):
+            return
+        if processes.multi_process():  # the model spans every process; it is evaluated once trained
+            print("note: no untrained evaluation in a multi-process job", flush=True)
             return
         untrained = job.evaluator.evaluate(job.loop.embedding_model, job.source)
         self.report.update(untrained=untrained)
@@ -204,8 +212,10 @@ class Run:
         throughput = records.Throughput(job.batch_size)
         # A progress bar on a terminal; in a log file, one rounded line per epoch.
         progress = [] if on_terminal() else [make_epoch_line(job.epochs)]
-        # Only the chief of a multi-worker job saves checkpoints (every worker holds the same weights).
-        job_callbacks = [c for c in job.callbacks if job.runtime.is_chief or not isinstance(c, Checkpoint)]
+        # Only the chief of a multi-worker job saves checkpoints (every worker holds the same weights);
+        # every process of a multi-process JAX job takes part (they gather the split rows; the chief writes).
+        job_callbacks = [c for c in job.callbacks
+                         if job.runtime.is_chief or processes.multi_process() or not isinstance(c, Checkpoint)]
         callbacks = [*job_callbacks, stopper, *loop_callbacks, throughput, self.report.epoch_logger(),
                      *self.loggers.callbacks, *progress]
         for index, segment in enumerate(plan.segments):
@@ -251,11 +261,14 @@ class Run:
         return batches
 
     def check_final_model(self) -> None:
-        check_final_model(self.job)
+        # From here on the chief works alone, on a whole copy of the trained model.
+        processes.localise(self.job.loop)
+        if self.job.runtime.is_chief:
+            check_final_model(self.job)
 
     def evaluate(self) -> None:
         job = self.job
-        if job.evaluator is None:
+        if job.evaluator is None or not job.runtime.is_chief:  # evaluated once, by the chief
             return
         results = job.evaluator.evaluate(job.loop.embedding_model, job.source)
         # A loop may measure what only it knows (BCT: old-vs-new verification).
@@ -277,7 +290,7 @@ class Run:
     def export(self) -> None:
         from trainer.export.model_files import export_embedding_model, exportable
 
-        if not self.cfg.run.get("export", True):
+        if not self.cfg.run.get("export", True) or (processes.multi_process() and not self.job.runtime.is_chief):
             return
         job, records_dir = self.job, self.records_dir
         model = exportable(job.loop.embedding_model)
@@ -317,13 +330,15 @@ class Run:
     def save_reached(self) -> str | None:
         """Write a checkpoint at the position reached unless one is there; why not, when it fails."""
         reached, job = self.reached, self.job
-        if reached is None or reached.step == 0 or not job.runtime.is_chief:
+        # Every process of a multi-process JAX job saves together (a collective); the chief decides.
+        if reached is None or reached.step == 0 or not (job.runtime.is_chief or processes.multi_process()):
             return None
         latest = latest_checkpoint(self.run_dir)
-        if latest and int(latest["step"]) == reached.step:
+        if processes.from_chief(bool(latest and int(latest["step"]) == reached.step)):
             return None
         path = save_checkpoint(job.loop, checkpoint_dir(self.run_dir), reached.epoch, reached.batch, reached.step,
                                steps_per_epoch=job.steps_per_epoch, batch_size=job.batch_size)
+        processes.barrier()  # the others report the checkpoint once the chief wrote it
         return None if path else "its state is not finite and was not saved"
 
     def _record_exit_now(self) -> None:
@@ -345,10 +360,23 @@ class StopAtSignal(TrainerCallback):
         self.stopped_at: tuple[int, int, int] | None = None  # (epoch, batch, step)
 
     def on_train_batch_end(self, batch, logs=None):
+        # A multi-process job stops all together: a signal to any process (a preempted host)
+        # is shared at every step boundary by a tiny all-gather, so each stops at this step.
+        shared = processes.largest(signals.pending() or 0)
+        if shared:
+            signals.remember(shared)
         if signals.pending() is None or self.model.stop_training:
             return
         self.model.stop_training = True
         self.stopped_at = (self.epoch, self.batches_done(batch), self.global_step(batch))
+
+
+def agree_on_start(plan: ResumePlan) -> None:
+    """Every process of a job starts from the same step, or none trains (a run folder not shared)."""
+    starts = processes.exchange("start-step", str(plan.restored_step)) if processes.multi_process() else []
+    if len(set(starts)) > 1:
+        raise ConfigError(f"the processes would start from different steps ({', '.join(starts)}): every "
+                          "process must read the same run folder; give run.dir=<shared storage> (gs://, NFS)")
 
 
 def optimizer_steps(loop) -> int:

@@ -96,7 +96,12 @@ class Runtime:
 
 
 def worker_index(node) -> int:
-    """This process's worker index from TF_CONFIG (0 unless ``runtime=multiworker``)."""
+    """This process's worker index: from TF_CONFIG (``runtime=multiworker``), or its JAX process
+    index once it joined a multi-process ``runtime=jax`` job (``trainer.processes``); else 0."""
+    if node is not None and node.get("name") == "jax":
+        from trainer import processes
+
+        return processes.index()
     if node is None or node.get("name") != "multiworker":
         return 0
     try:
@@ -132,8 +137,13 @@ def setup_runtime(node) -> Runtime:
     steps_per_execution = int(node.get("steps_per_execution", 1))
     if steps_per_execution < 1:
         raise ConfigError(f"runtime.steps_per_execution must be >= 1, got {steps_per_execution}")
+    # A multi-process JAX job is joined before anything lists a device (JAX fixes them then).
+    from trainer import processes
+
+    processes.join(node)
     runtime = Runtime(name=name, strategy=None, jit_compile=bool(node.get("jit_compile", True)),
-                      steps_per_execution=steps_per_execution, precision=precision)
+                      steps_per_execution=steps_per_execution, precision=precision,
+                      worker_index=processes.index())
     # Before anything compiles: a second run of the same config then loads its programs.
     from trainer.compile_cache import enable
 
@@ -347,11 +357,30 @@ def _jax(node, runtime: Runtime) -> None:
     if _backend() != "jax":
         raise ConfigError(f"runtime=jax needs the JAX backend, but this process runs {_backend()}: "
                           "start it as KERAS_BACKEND=jax python -m trainer runtime=jax ...")
+    from trainer import processes
+
     count = logical_devices(node)
-    devices = (_jax_host_devices(count) if count > 1
-               else keras.distribution.list_devices(node.get("device_type") or None))
-    runtime.distribution = keras.distribution.DataParallel(devices=devices)
+    if processes.multi_process():  # one global mesh over every process's devices, process by process
+        devices = _jax_global_devices(count, node.get("device_type") or None)
+    else:
+        devices = (_jax_host_devices(count) if count > 1
+                   else keras.distribution.list_devices(node.get("device_type") or None))
+    # Each process feeds its own share of the global batch (trainer.data.batches), so Keras
+    # must not shard the data again (it would only accept tf.data, and re-cut it).
+    runtime.distribution = keras.distribution.DataParallel(
+        devices=devices, auto_shard_dataset=not processes.multi_process())
     keras.distribution.set_distribution(runtime.distribution)
+
+
+def _jax_global_devices(count: int, device_type: str | None) -> list:
+    """Every device of every process (``count`` CPU devices each, when > 1), in process order."""
+    import jax
+
+    local = jax.local_devices(backend="cpu" if count > 1 else device_type)
+    if count > 1 and len(local) != count:
+        raise ConfigError(f"runtime.logical_devices={count}: this process has {len(local)} CPU device(s); "
+                          "JAX had started before the job was joined")
+    return jax.devices("cpu" if count > 1 else device_type)
 
 
 def _patch_multiworker_log_reduction() -> None:

@@ -46,6 +46,12 @@ def pending() -> int | None:
     return _State.pending
 
 
+def remember(signum: int) -> None:
+    """Take on a signal another process of the same job received (``trainer.processes``), as if it came here."""
+    if _State.pending is None:
+        _State.pending = int(signum)
+
+
 def raise_if_pending() -> None:
     """At a stage boundary: stop with ``Interrupted`` if a signal arrived on the way."""
     if _State.pending is not None:

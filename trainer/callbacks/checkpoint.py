@@ -154,14 +154,23 @@ def save_checkpoint(model, folder: str, epoch: int, batch: int, step: int, *,
 
     Returns the weights file's path, or None when a variable is not finite (a
     checkpoint must be good to resume from: the last one that was stays newest).
+
+    In a multi-process JAX job every process calls it (the rows split across processes
+    are gathered: ``trainer.processes.whole_values``) and process 0 alone writes the
+    one checkpoint; the others return the path it wrote.
     """
+    from trainer import processes
+
     bad = non_finite_variable(model)
     if bad is not None:
         print(f"warning: not saving step {step}: {bad} is not finite", flush=True)
         return None
     name = f"{PREFIX}{step:09d}{SUFFIX}"
-    io.makedirs(folder)
-    io.save_file(io.join(folder, name), model.save_weights)
+    with processes.whole_values(model):
+        if processes.index() != 0:
+            return io.join(folder, name)
+        io.makedirs(folder)
+        io.save_file(io.join(folder, name), model.save_weights)
     state = {"file": name, "epoch": int(epoch), "batch": int(batch), "step": int(step),
              "optimizer_step": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
              "steps_per_epoch": int(steps_per_epoch), "batch_size": batch_size,
@@ -243,7 +252,9 @@ class Checkpoint(TrainerCallback):
         self._last_save_time = time.monotonic()
         path = save_checkpoint(self.model, self.folder, epoch, batch, step,
                                steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size)
-        if path is not None:
+        from trainer import processes
+
+        if path is not None and processes.index() == 0:  # the writer alone prunes
             self._written.append(path.rsplit("/", 1)[-1])
             self._prune()
         return path
@@ -269,11 +280,13 @@ def random_states(model) -> list:
 
 def non_finite_variable(model) -> str | None:
     """The path of the first model or optimizer variable holding NaN/Inf, or None."""
+    from trainer import processes
+
     optimizer = getattr(model, "optimizer", None)
     variables = list(model.variables) + (list(optimizer.variables) if optimizer is not None else [])
     for variable in variables:
         for copy in replica_copies(variable):  # a sharded variable: every replica's values
-            value = keras.ops.convert_to_numpy(copy)
+            value = processes.to_numpy(copy)  # multi-process: gathered (every process checks)
             if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
                 return getattr(variable, "path", variable.name)
     return None

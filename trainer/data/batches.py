@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from augment.multiview import ViewAxis
 from trainer.data.pipeline import training_batches
+from trainer.data.process_share import this_process_share
 from trainer.data.samplers import class_balanced_batches
 
 
@@ -20,8 +21,16 @@ def batches_for(needs, source, batch_size: int, seed: int, steps_per_epoch: int,
     (``tf.data`` and NumPy): each epoch has its own shuffle seed, and the
     augmentation's random state is set from the batch's global index. A run
     resumed at batch ``skip_batches`` therefore trains on exactly the batches
-    an uninterrupted run would; skipped batches are never augmented.
+    an uninterrupted run would; skipped batches are never augmented. In a
+    multi-process job each process gets its own rows of every batch
+    (``trainer.data.process_share``).
     """
+    return this_process_share(_global_batches(needs, source, batch_size, seed, steps_per_epoch, epochs,
+                                              augment, start_epoch, skip_batches), batch_size)
+
+
+def _global_batches(needs, source, batch_size, seed, steps_per_epoch, epochs, augment, start_epoch,
+                    skip_batches):
     transform = augment
     if needs.views > 1:
         transform = ViewAxis(augment)
