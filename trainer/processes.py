@@ -106,6 +106,8 @@ def join(node) -> None:
     if str(node.get("device_type") or "cpu") == "cpu" or logical > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     timeout = int(node.get("connect_timeout_s", 120) or 120)
+    if explicit:  # JAX aborts the whole process on these (no exception), so they are checked first
+        _check_coordinator(str(coordinator), process_id, timeout)
     try:
         if explicit:
             jax.distributed.initialize(coordinator_address=str(coordinator), num_processes=number,
@@ -115,6 +117,33 @@ def join(node) -> None:
     except Exception as error:  # the coordinator unreachable, its port taken, a bad cluster environment
         raise ConfigError(_join_problem(error, coordinator, process_id, timeout)) from None
     _JOINED.update(count=jax.process_count(), index=jax.process_index())
+
+
+def _check_coordinator(coordinator: str, process_id: int, timeout: int) -> None:
+    """Process 0: the port must be free to listen on; the others: it must answer within ``timeout``."""
+    import socket
+    import time
+
+    host, _, port = coordinator.rpartition(":")
+    host = host.strip("[]")
+    if process_id == 0:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind(("", int(port)))
+            except OSError as error:
+                raise ConfigError(f"runtime.coordinator={coordinator}: process 0 cannot listen on port {port} "
+                                  f"({error.strerror}); choose a free port") from None
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"runtime.coordinator={coordinator} was not reachable within {timeout} s; "
+                                  "check the address and port, and that process 0 runs there") from None
+            time.sleep(0.5)
 
 
 def _join_problem(error: Exception, coordinator, process_id, timeout: int) -> str:
