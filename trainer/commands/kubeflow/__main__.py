@@ -16,6 +16,7 @@ USAGE = ("usage: python -m trainer.kubeflow compile [output=pipeline.yaml] [opti
 PIPELINE_OPTIONS = ("image", "production_model", "release_dir")
 COMMANDS = ("compile", "run", "vertex-job", "prepare")
 VERTEX_OPTIONS = ("output", "image", "run_dir", "machine_type", "tpu_topology", "strategy", "timeout_hours",
+                  "replicas",
                   "boot_disk_gb", "display_name")
 EXIT_RELEASE, EXIT_HOLD, EXIT_MISTAKE, EXIT_FAILED = 0, 1, 2, 3
 
@@ -138,12 +139,13 @@ def vertex_command(argv) -> str:
     from trainer.commands.kubeflow import vertex
 
     own, overrides = own_options(argv, VERTEX_OPTIONS, lambda key: True)
-    compose(["runtime=tpu", *overrides])
+    replicas = int(own.get("replicas") or 1)
+    compose([f"runtime={'jax' if replicas > 1 else 'tpu'}", *overrides])
     spec = vertex.job_spec(own.get("image") or "", own.get("run_dir") or "", overrides,
                            machine_type=own.get("machine_type") or vertex.DEFAULT_MACHINE,
                            tpu_topology=own.get("tpu_topology"), strategy=own.get("strategy") or "SPOT",
                            timeout_hours=float(own.get("timeout_hours") or 72),
-                           boot_disk_gb=int(own.get("boot_disk_gb") or 100))
+                           boot_disk_gb=int(own.get("boot_disk_gb") or 100), replicas=replicas)
     if own.get("display_name"):
         spec = vertex.custom_job(own["display_name"], spec)
     output = own.get("output") or "job.json"

@@ -34,8 +34,13 @@ STRATEGIES = ("SPOT", "STANDARD", "FLEX_START")
 
 def job_spec(image: str, run_dir: str, overrides: Sequence[str] = (), machine_type: str = DEFAULT_MACHINE,
              tpu_topology: str | None = None, strategy: str = "SPOT", timeout_hours: float = 72,
-             boot_disk_gb: int = 100, env: dict | None = None) -> dict:
-    """The CustomJob ``jobSpec``: one TPU worker running ``python -m trainer runtime=tpu ...``."""
+             boot_disk_gb: int = 100, env: dict | None = None, replicas: int = 1) -> dict:
+    """The CustomJob ``jobSpec``: one TPU worker running ``python -m trainer runtime=tpu ...``.
+
+    ``replicas`` > 1: that many TPU hosts (a multi-host slice) run one JAX job
+    (``KERAS_BACKEND=jax runtime=jax``; each process finds the others from the TPU
+    environment, ``trainer.processes``).
+    """
     from trainer.commands.kubeflow.steps import check_training_overrides, override_key, quote
 
     if not image:
@@ -54,8 +59,14 @@ def job_spec(image: str, run_dir: str, overrides: Sequence[str] = (), machine_ty
         raise ConfigError(f"timeout_hours={timeout_hours} must be positive")
     overrides = check_training_overrides(overrides)
     if any(override_key(o) == "runtime" for o in overrides):
-        raise ConfigError("runtime=...: the TPU job sets runtime=tpu itself; drop this override")
-    args = ["runtime=tpu", *overrides, f"run.dir={quote(run_dir)}"]
+        raise ConfigError("runtime=...: the TPU job sets runtime=tpu (runtime=jax with replicas > 1) itself; "
+                          "drop this override")
+    if int(replicas) < 1:
+        raise ConfigError(f"replicas={replicas} must be >= 1")
+    multi_host = int(replicas) > 1
+    args = ["runtime=jax" if multi_host else "runtime=tpu", *overrides, f"run.dir={quote(run_dir)}"]
+    if multi_host:
+        env = {"KERAS_BACKEND": "jax", **(env or {})}
     if not any(override_key(o) == "trainer.resume" for o in overrides):
         args.append("trainer.resume=auto")  # a restarted job continues, it never starts over
     container = {"imageUri": image, "command": ["python", "-m", "trainer"], "args": args}
@@ -64,7 +75,7 @@ def job_spec(image: str, run_dir: str, overrides: Sequence[str] = (), machine_ty
     return {
         "workerPoolSpecs": [{
             "machineSpec": {"machineType": machine_type, "tpuTopology": topology},
-            "replicaCount": 1,
+            "replicaCount": int(replicas),
             "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": int(boot_disk_gb)},
             "containerSpec": container,
         }],
