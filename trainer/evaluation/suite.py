@@ -128,8 +128,11 @@ def folder_verification(model, folder: str, pairs: int, seed: int, folds: int, b
     if warning:
         print(warning, flush=True)
     images, labels = materialise(source.train())
-    metrics, scored = v.heldout_verification(model, images, labels, pairs, seed, folds, batch_size,
-                                             with_scores=True)
+    try:
+        metrics, scored = v.heldout_verification(model, images, labels, pairs, seed, folds, batch_size,
+                                                 with_scores=True)
+    except v.PairsError as error:  # the folder is the user's to fix: say which one
+        raise v.PairsError(f"folder={folder}: {error}") from None
     if warning:
         metrics["warning"] = warning
     return metrics, scored
