@@ -251,3 +251,12 @@ def test_local_run_releases_a_first_model_and_holds_an_update_that_breaks_albums
     assert "HOLD" in (second / "gate" / "summary").read_text()
     assert not (second / "export").exists()
     assert (release / "release.json").read_text() == before
+
+
+def test_vertex_job_with_several_replicas_runs_one_jax_job_over_the_tpu_hosts():
+    from trainer.commands.kubeflow import vertex
+
+    pool = vertex.job_spec("img", "gs://b/r", ["head=partial_fc"], replicas=4)["workerPoolSpecs"][0]
+    assert pool["replicaCount"] == 4
+    assert pool["containerSpec"]["args"][0] == "runtime=jax"
+    assert {"name": "KERAS_BACKEND", "value": "jax"} in pool["containerSpec"]["env"]
