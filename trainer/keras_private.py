@@ -144,3 +144,16 @@ def tensorflow_trainer():
     from keras.src.backend.tensorflow import trainer
 
     return trainer, tree
+
+
+def raw_value(variable):
+    """A JAX variable's stored array, as is (no autocast, no stateless scope)."""
+    return variable._value
+
+
+def replace_value(variable, value, keep_layout: bool = True) -> None:
+    """Put ``value`` in a variable without re-sharding it (Keras's ``assign`` would distribute it
+    by the variable's layout); ``keep_layout=False`` also forgets that layout (a local copy)."""
+    if not keep_layout:
+        variable._layout = None
+    variable._value = value

@@ -275,7 +275,9 @@ def _all_variables(model) -> list:
 
 def _spanning_variables(model) -> list:
     """The variables whose values span processes (all of them, in a multi-process job), in one order."""
-    return [v for v in _all_variables(model) if not getattr(v._value, "is_fully_addressable", True)]
+    from trainer.keras_private import raw_value
+
+    return [v for v in _all_variables(model) if not getattr(raw_value(v), "is_fully_addressable", True)]
 
 
 @contextlib.contextmanager
@@ -284,7 +286,7 @@ def whole_values(model):
 
     For writing a checkpoint (``save_weights`` reads each variable as NumPy, which a value
     split across processes cannot give). A collective: every process enters it. Keras has
-    no public way to swap a variable's value without re-sharding it, hence ``_value``.
+    no public way to swap a variable's value without re-sharding it (``keras_private``).
     """
     if not multi_process():
         yield
@@ -292,20 +294,22 @@ def whole_values(model):
     import jax.numpy as jnp
     import keras
 
+    from trainer.keras_private import raw_value, replace_value
+
     split = _spanning_variables(model)
-    kept = [v._value for v in split]
+    kept = [raw_value(v) for v in split]
     # Keras's saving makes throw-away variables (an optimizer, to know which attributes to
     # skip); under the job's distribution each would be a collective the others never join.
     distribution = keras.distribution.distribution()
     try:
         for variable in split:
-            variable._value = jnp.asarray(host_value(variable._value))
+            replace_value(variable, jnp.asarray(host_value(raw_value(variable))))
         keras.distribution.set_distribution(None)
         yield
     finally:
         keras.distribution.set_distribution(distribution)
         for variable, value in zip(split, kept):
-            variable._value = value
+            replace_value(variable, value)
 
 
 def localise(model) -> None:
@@ -321,13 +325,14 @@ def localise(model) -> None:
     import jax
     import keras
 
+    from trainer.keras_private import raw_value, replace_value
+
     device = jax.local_devices()[0]
     variables = _spanning_variables(model)
-    values = [host_value(v._value) for v in variables]  # every collective first, in the same order
+    values = [host_value(raw_value(v)) for v in variables]  # every collective first, in the same order
     keras.distribution.set_distribution(None)
     for variable, value in zip(variables, values):
-        variable._layout = None
-        variable._value = jax.device_put(value, device)
+        replace_value(variable, jax.device_put(value, device), keep_layout=False)
 
 
 def largest(value: int) -> int:

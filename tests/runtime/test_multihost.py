@@ -95,7 +95,7 @@ def wait_for_step(run_dir, process, step, timeout=600):
 
 
 def test_sigterm_to_one_process_stops_both_with_one_checkpoint_and_the_rerun_matches(tmp_path):
-    args = [*SHARDED, "head.sample_rate=0.1", "trainer.epochs=3", "trainer.steps_per_epoch=3"]
+    args = [*SHARDED, "head.sample_rate=0.1", "trainer.epochs=2", "trainer.steps_per_epoch=16"]
     reference = single([*args, "run.name=reference"], tmp_path)
     interrupted = launch([*args, "run.name=job"], tmp_path)
     run_dir = str(tmp_path / "runs" / "job")
