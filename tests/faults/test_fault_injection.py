@@ -301,6 +301,44 @@ def test_one_corrupt_byte_in_a_yaml_config_is_composed_or_refused(tmp_path_facto
     refused_or_read(lambda: compose(["debug=smoke", "loss=mine"], config_dirs=[str(folder)]))
 
 
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """A tiny ``.keras`` model and an ONNX graph with Conv and BatchNormalization weights."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("models")
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(4)])
+    model.save(folder / "m.keras")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.ones(shape, np.float32), name) for name, shape in
+               [("w", (2, 3, 3, 3)), ("g", (2,)), ("b", (2,)), ("m", (2,)), ("v", (2,))]]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])], weights)
+    onnx.save(helper.make_model(graph), str(folder / "m.onnx"))
+    return folder
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(flip=BYTES)
+def test_one_corrupt_byte_in_a_model_file_is_loaded_or_refused(model_files, tmp_path_factory, flip):
+    import shutil
+
+    from models.weights.sources import read_onnx
+    from trainer.export.model_files import load_embedding_model
+
+    folder = tmp_path_factory.mktemp("flipped")
+    for name in ("m.keras", "m.onnx"):
+        shutil.copy(model_files / name, folder / name)
+        flip_byte(folder / name, *flip)
+    refused_or_read(lambda: load_embedding_model(str(folder / "m.keras")))
+    refused_or_read(lambda: read_onnx(str(folder / "m.onnx")))
+
+
 # -- the commands, as a user runs them --------------------------------------------------------------
 
 SMOKE = ["debug=smoke", "eval.pairs=32", "logger=none"]
