@@ -105,6 +105,9 @@ def join(node) -> None:
         jax.config.update("jax_num_cpu_devices", logical)
     if str(node.get("device_type") or "cpu") == "cpu" or logical > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX's preemption service takes SIGTERM over in C++ (Python's handler never runs again);
+    # the job shares signals itself, at every step boundary (trainer.run.StopAtSignal).
+    jax.config.update("jax_enable_preemption_service", False)
     timeout = int(node.get("connect_timeout_s", 120) or 120)
     if explicit:  # JAX aborts the whole process on these (no exception), so they are checked first
         _check_coordinator(str(coordinator), process_id, timeout)
