@@ -38,6 +38,7 @@ from trainer.errors import first_line
 from trainer.job import Job, build_job
 from trainer.registry import ConfigError, to_plain
 from trainer.resume import Position, ResumePlan, plan_resume, resume_mode, write_fingerprint
+from trainer.timings import StartupTimer, should_evaluate_untrained
 
 
 class RunFailed(RuntimeError):
@@ -134,6 +135,7 @@ class Run:
         """The stages with ``metrics.json`` kept true: finished, failed (why) or interrupted."""
         self.report = records.RunReport(self.records_dir, self.cfg)
         self.report.start()
+        self.startup = StartupTimer()  # import, data, untrained evaluation, compilation, first step
         try:
             for stage in (self.assemble, self.plan_start, self.evaluate_untrained, self.fit,
                           self.check_final_model, self.evaluate, self.export):
@@ -157,7 +159,8 @@ class Run:
         return self.report.finish()
 
     def assemble(self) -> None:
-        self.job = build_job(self.cfg, self.run_dir)
+        with self.startup.phase("data"):
+            self.job = build_job(self.cfg, self.run_dir)
         # Open for the whole job: TensorBoard and wandb get the untrained and final evaluations too.
         if self.job.runtime.is_chief:
             from trainer import tensorboard_pictures
@@ -187,12 +190,13 @@ class Run:
 
     def evaluate_untrained(self) -> None:
         job = self.job
-        if job.evaluator is None or not self.plan.fresh or not self.cfg.trainer.get("evaluate_untrained", True):
+        if not self.plan.fresh or not should_evaluate_untrained(self.cfg, job):  # eval.untrained
             return
         if processes.multi_process():  # the model spans every process; it is evaluated once trained
             print("note: no untrained evaluation in a multi-process job", flush=True)
             return
-        untrained = job.evaluator.evaluate(job.loop.embedding_model, job.source)
+        with self.startup.phase("untrained_eval"):
+            untrained = job.evaluator.evaluate(job.loop.embedding_model, job.source)
         self.report.update(untrained=untrained)
         self.report.print_evaluation("untrained", untrained)
         self.loggers.log_evaluation("untrained", untrained, step=0)
@@ -216,7 +220,8 @@ class Run:
         # every process of a multi-process JAX job takes part (they gather the split rows; the chief writes).
         job_callbacks = [c for c in job.callbacks
                          if job.runtime.is_chief or processes.multi_process() or not isinstance(c, Checkpoint)]
-        callbacks = [*job_callbacks, stopper, *loop_callbacks, throughput, self.report.epoch_logger(),
+        first_steps = self.startup.callback(on_first_step=lambda timer: print(timer.line(), flush=True))
+        callbacks = [first_steps, *job_callbacks, stopper, *loop_callbacks, throughput, self.report.epoch_logger(),
                      *self.loggers.callbacks, *progress]
         for index, segment in enumerate(plan.segments):
             batches = job.runtime.prepare_fit(loop, job.batches(segment.start_epoch, segment.end_epoch,
@@ -242,7 +247,8 @@ class Run:
         if skipped:  # data.on_corrupt=skip: say what was left out
             self.report.update(corrupt_records={
                 "count": len(skipped), "records": [{"file": f, "record": i, "reason": r} for f, i, r in skipped]})
-        self.report.update(images_per_second=throughput.images_per_second(),
+        self.report.update(startup={**self.startup.seconds(), "compile_cache": job.runtime.compile_cache},
+                           images_per_second=throughput.images_per_second(),
                            steps=job.epochs * job.steps_per_epoch, optimizer_steps=optimizer_steps(loop))
         if optimizer_steps(loop) == stepped_before:
             why = (f"all {len(skipped)} training images read were skipped as corrupt (data.on_corrupt=skip)"

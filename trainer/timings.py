@@ -13,8 +13,7 @@
 The compile and step times come from ``on_train_batch_begin`` only: a batch-*end*
 hook would make Keras wait for the device after every step under JAX.
 
-``should_evaluate_untrained`` reads ``eval.untrained`` (true, false or auto; the
-older ``trainer.evaluate_untrained`` when the eval node has no such key). ``auto``
+``should_evaluate_untrained`` reads ``eval.untrained`` (true, false or auto). ``auto``
 evaluates the untrained model only for short jobs on small held-out sets, where the
 "untrained → trained" pair is the quickest proof that the job learns (the default
 job: 552 steps, 3,000 pairs). A long job's untrained number is chance level and
@@ -125,12 +124,9 @@ def wait_for_device(model) -> None:
 # -- the untrained evaluation -------------------------------------------------------
 
 def untrained_setting(cfg):
-    """``eval.untrained`` (true | false | auto), else ``trainer.evaluate_untrained``, else auto."""
+    """``eval.untrained`` (true | false | auto); auto when the evaluator's node does not say."""
     node = cfg.get("eval")
-    if node is not None and node.get("untrained") is not None:
-        return node.get("untrained")
-    trainer = cfg.get("trainer") or {}
-    value = trainer.get("evaluate_untrained")
+    value = node.get("untrained") if node is not None else None
     return "auto" if value is None else value
 
 

@@ -15,7 +15,7 @@ from trainer.registry import ConfigError
 
 TINY = ["debug=smoke", "logger=none", "data=memory", "data.image_size=24", "data.train_identities=12",
         "data.images_per_identity=4", "data.test_identities=6", "data.test_images_per_identity=4",
-        "eval.pairs=16", "+trainer.evaluate_untrained=false", "neck.embedding_dim=16"]
+        "eval.pairs=16", "eval.untrained=false", "neck.embedding_dim=16"]
 
 
 def write_folder(root, images, labels, prefix="p"):

@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # A tiny job on in-memory faces: 3 epochs x 4 steps, a checkpoint every 3 steps.
 TINY = ["debug=smoke", "data=memory", "data.image_size=24", "data.train_identities=16",
         "data.images_per_identity=4", "data.test_identities=6", "data.test_images_per_identity=4",
-        "eval.pairs=24", "+trainer.evaluate_untrained=false", "logger=none", "trainer.epochs=3",
+        "eval.pairs=24", "eval.untrained=false", "logger=none", "trainer.epochs=3",
         "trainer.steps_per_epoch=4", "callbacks.checkpoint.every_steps=3", "callbacks.checkpoint.keep=10"]
 # Steps slow enough for a signal sent from outside to land mid-training (a file in the job's
 # folder: configs may name a class of a module there).

@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # A few steps of a tiny job on in-memory faces (no TFDS generation, no untrained evaluation).
 TINY = ["debug=smoke", "data=memory", "data.image_size=24", "data.train_identities=16",
         "data.images_per_identity=4", "data.test_identities=6", "data.test_images_per_identity=4",
-        "eval.pairs=24", "+trainer.evaluate_untrained=false", "logger=none"]
+        "eval.pairs=24", "eval.untrained=false", "logger=none"]
 
 
 def environment(**extra):

@@ -31,8 +31,8 @@ def test_explicit_settings_win():
     assert should_evaluate_untrained(config(untrained=True), long_job)
     assert not should_evaluate_untrained(config(untrained=False), job())
     assert not should_evaluate_untrained(config(untrained="false"), job())
-    legacy = OmegaConf.create({"trainer": {"evaluate_untrained": False}, "eval": {"name": "verification"}})
-    assert not should_evaluate_untrained(legacy, job())
+    unsaid = OmegaConf.create({"eval": {"name": "verification"}})  # a node without the key: auto
+    assert should_evaluate_untrained(unsaid, job()) and not should_evaluate_untrained(unsaid, long_job)
 
 
 def test_timer_records_every_phase():

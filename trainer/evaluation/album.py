@@ -366,7 +366,10 @@ class AlbumEvaluator:
     """Album clustering of the source's held-out families (see the module docstring)."""
 
     def __init__(self, threshold="auto", linkage: str = "average", period_fraction: float = 0.5,
-                 min_album: int = 2, batch_size: int = 256):
+                 min_album: int = 2, batch_size: int = 256, untrained="auto"):
+        from trainer.evaluation.verification import untrained_setting
+
+        self.untrained = untrained_setting(untrained)  # the runner reads it (trainer.timings)
         if linkage not in LINKAGES:
             from trainer.registry import ConfigError
 

@@ -476,12 +476,24 @@ def bin_name(path: str) -> str:
     return os.path.splitext(os.path.basename(str(path)))[0]
 
 
+def untrained_setting(value):
+    """``eval.untrained``: true, false or auto (whether the runner evaluates the untrained model)."""
+    text = str(value).strip().lower()
+    if text in ("auto", "true", "false"):
+        return text
+    from trainer.registry import ConfigError
+
+    raise ConfigError(f"eval.untrained={value!r} is not true, false or auto (auto: only short jobs on small "
+                      "held-out sets evaluate their untrained model)")
+
+
 @EVALUATORS.register("verification")
 class VerificationEvaluator:
     """Held-out identities of the data source, sampled into positive/negative pairs."""
 
     def __init__(self, pairs: int = 3000, folds: int = 10, seed: int = 0, batch_size: int = 256,
-                 bin_files=()):
+                 bin_files=(), untrained="auto"):
+        self.untrained = untrained_setting(untrained)  # the runner reads it (trainer.timings)
         self.pairs = int(pairs)
         self.folds = int(folds)
         self.seed = int(seed)
