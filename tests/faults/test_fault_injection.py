@@ -289,6 +289,22 @@ def test_one_corrupt_byte_in_a_tfrecord_shard_is_read_or_named(tmp_path_factory,
         assert read == 4 or source.corrupt_records  # a record that did not come back is named
 
 
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(flip=BYTES, which=st.sampled_from(["train.rec", "train.idx", "property"]))
+def test_one_corrupt_byte_in_a_recordio_set_is_read_or_named(tmp_path_factory, flip, which):
+    from trainer.data.formats import recordio
+    from trainer.registry import DATASETS
+
+    folder = tmp_path_factory.mktemp("rec")
+    recordio.write_insightface(str(folder), [(label, png_bytes(label * 2 + i)) for label in range(2) for i in range(2)],
+                               image_size=SIZE)
+    flip_byte(folder / which, *flip)
+    source = refused_or_read(lambda: DATASETS.build({"name": "recordio", "path": str(folder), "image_size": SIZE,
+                                                     "on_corrupt": "skip"}))
+    if source is not None:
+        assert len(read_source(source)) + len(source.corrupt_records) == source.num_examples
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(flip=BYTES)
 def test_one_corrupt_byte_in_a_yaml_config_is_composed_or_refused(tmp_path_factory, flip):

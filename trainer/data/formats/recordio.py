@@ -131,14 +131,14 @@ def read_record(stream, where: str = "") -> bytes:
 def read_index(path: str) -> dict[int, int]:
     """``key -> byte offset`` from a ``.idx`` file, in file order."""
     index = {}
-    with open_file(path, "r") as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
+    with open_file(path, "rb") as f:  # bytes: a damaged file is named by its line, not a decode error
+        for number, raw in enumerate(f, 1):
+            line = raw.decode("ascii", errors="replace").strip()
             if not line:
                 continue
             fields = line.split("\t")
-            if len(fields) != 2:
-                raise RecordIOError(f"{path} line {number}: expected 'key<TAB>offset', got {line!r}")
+            if len(fields) != 2 or not all(field.isdigit() for field in fields):
+                raise RecordIOError(f"{path} line {number}: expected 'key<TAB>offset', got {line[:60]!r}")
             index[int(fields[0])] = int(fields[1])
     return index
 

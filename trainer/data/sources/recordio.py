@@ -16,8 +16,8 @@ def read_property(path: str) -> tuple[int, int, int]:
     """(num_classes, height, width) from insightface's ``property`` file."""
     import tensorflow as tf
 
-    with tf.io.gfile.GFile(path) as f:
-        text = f.read().strip()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        text = f.read().decode("ascii", errors="replace").strip()
     try:
         classes, height, width = (int(float(x)) for x in text.split(","))
     except ValueError:
