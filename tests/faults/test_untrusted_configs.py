@@ -118,7 +118,7 @@ def test_model_files_with_code_are_refused_and_say_why(tmp_path, marker):
     assert marker.exists()  # saving traced it once; the load must not run it again
     marker.unlink()
     message = refused(load_embedding_model, str(path))
-    assert message == (f"model_path={path} holds Python code (a Lambda layer) and is refused: model "
+    assert message == (f"model={path} holds Python code (a Lambda layer) and is refused: model "
                        "files are loaded in Keras safe mode, which never runs code from a file "
                        "(docs/trust.md); re-export it without Lambda layers")
     assert not marker.exists()

@@ -51,11 +51,11 @@ IJB_DEFAULTS = {"root": None, "subset": "IJBC", "flip": True, "detector_score": 
                 "protocol": "insightface"}
 
 
-def load_model(path: str):
+def load_model(path: str, role: str = "model"):
     """An exported embedding model; any failure is one line (a ``ConfigError``)."""
     from trainer.export.model_files import load_embedding_model  # the one loader of exported models
 
-    return load_embedding_model(path, "model_path")
+    return load_embedding_model(path, role)
 
 
 def evaluate(options: dict, data_overrides=()) -> dict:
@@ -65,7 +65,7 @@ def evaluate(options: dict, data_overrides=()) -> dict:
 
     o = {**DEFAULTS, **options}
     if not o["model_path"]:
-        raise DataError("model_path= is required (an exported embedding.keras)")
+        raise DataError("model= is required (an exported embedding.keras)")
     model = load_model(str(o["model_path"]))
     size = int(model.input_shape[1])
     output = o["output"] or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -154,7 +154,7 @@ def album_evaluation(model, o: dict, size: int, data_overrides) -> dict:
     result = {"album": album.album_report(embeddings, labels, families, threshold, o["linkage"],
                                           float(o["period_fraction"]), int(o["min_album"]))}
     if o["old_model_path"]:
-        old = load_model(str(o["old_model_path"]))
+        old = load_model(str(o["old_model_path"]), "old_model")
         if int(old.input_shape[1]) != size:
             from trainer.data.errors import DataError
 

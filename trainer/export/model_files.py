@@ -43,7 +43,7 @@ def export_embedding_model(model: keras.Model, run_dir: str) -> str:
     return path
 
 
-def load_embedding_model(path, role: str = "model_path", image_size: int | None = None) -> keras.Model:
+def load_embedding_model(path, role: str = "model", image_size: int | None = None) -> keras.Model:
     """A frozen exported embedding model (``runs/<name>/export/embedding.keras``).
 
     ``role`` names the config key in errors (``loop.old_model``, ``loop.teacher``);
