@@ -8,7 +8,7 @@ the graph costs a dataset per record (about six times slower), so the fast path 
    record (``END``) follows the last one;
 2. decoding runs as usual, and ``ignore_errors`` drops a record whose decoding fails (the
    number it was given is consumed all the same);
-3. a ``scan`` compares each surviving record's number with the previous one: a gap means
+3. a ``scan`` over chunks of records compares each number with the one before: a gap means
    records were dropped between those two neighbours, and Python (run only then) is handed
    the neighbours' (file, record) to find, replay and name the records between them.
 
@@ -35,26 +35,38 @@ def is_sentinel(file):
     return tf.equal(file, END)
 
 
-def report_gaps(dataset, report):
+def report_gaps(dataset, report, chunk: int = 64):
     """``dataset`` of (position, image, label, file, index) after ``ignore_errors``, checked for gaps.
 
     ``report(previous_file, previous_index, file, index)`` runs in Python for each gap (the
     previous record is ``("", -1)`` at the start; ``file`` is ``END`` at the end); it may raise
     (the error then stops the pipeline) or return to go on. The sentinel is removed.
+
+    The check runs on ``chunk`` records at a time (a ``scan`` is sequential: per record it halved
+    the pipeline's throughput; per chunk it costs next to nothing).
     """
     import tensorflow as tf
 
-    def step(state, element):
+    def report_all(last_files, last_indices, files, indices):
+        for gap in zip(last_files.numpy(), last_indices.numpy(), files.numpy(), indices.numpy()):
+            report(*(tf.constant(value) for value in gap))
+        return True
+
+    def step(state, chunk_of):
         last_position, last_file, last_index = state
-        position, image, label, file, index = element
-        checked = tf.cond(position > last_position + 1,
-                          lambda: tf.py_function(report, [last_file, last_index, file, index], tf.bool),
-                          lambda: tf.constant(True))
+        positions, images, labels, files, indices = chunk_of
+        before = (tf.concat([[last_position], positions[:-1]], 0), tf.concat([[last_file], files[:-1]], 0),
+                  tf.concat([[last_index], indices[:-1]], 0))
+        gap = positions > before[0] + 1
+        checked = tf.cond(tf.reduce_any(gap), lambda: tf.py_function(
+            report_all, [tf.boolean_mask(before[1], gap), tf.boolean_mask(before[2], gap),
+                         tf.boolean_mask(files, gap), tf.boolean_mask(indices, gap)], tf.bool),
+            lambda: tf.constant(True))
         with tf.control_dependencies([checked]):
-            position = tf.identity(position)
-        return (position, file, index), (position, image, label, file, index)
+            positions = tf.identity(positions)
+        return (positions[-1], files[-1], indices[-1]), (positions, images, labels, files, indices)
 
     start = (tf.constant(-1, tf.int64), tf.constant(""), tf.constant(-1, tf.int64))
-    return (dataset.scan(start, step)
+    return (dataset.batch(chunk).scan(start, step).unbatch()
             .filter(lambda position, image, label, file, index: tf.logical_not(is_sentinel(file)))
             .map(lambda position, image, label, file, index: (image, label)))
