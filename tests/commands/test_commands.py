@@ -74,17 +74,21 @@ def test_an_old_spelling_names_the_new_key(old, new):
     assert new in line
 
 
-# Print the framework modules a command left imported; SystemExit is the command's answer.
+# Print the framework modules a command left imported, at exit: a command that failed ends its
+# process at once (edge._end_now), running only the exit functions.
 PROBE = """
-import json, runpy, sys, time
-start = time.perf_counter()
+import atexit, json, runpy, sys
+
+
+def probe():
+    loaded = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'jax'})
+    sys.__stdout__.write('PROBE ' + json.dumps(loaded) + '\\n')
+    sys.__stdout__.flush()
+
+
+atexit.register(probe)
 sys.argv = sys.argv[1:]
-try:
-    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-except SystemExit:
-    pass
-loaded = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'jax'})
-sys.__stdout__.write('PROBE ' + json.dumps(loaded) + '\\n')
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from trainer.commands import command_config, edge
+from trainer.commands import edge
 
 COMMAND = "album"
 
@@ -38,45 +38,41 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def run(cfg, argv) -> int:
+    """The album run: align, embed, cluster each family, write albums.json and the page."""
+    from trainer.faces.align_folder import AlignSettings, align_folder
+    from trainer.io import write_json
+    from trainer.registry import ConfigError
+
+    if not cfg.photos or not cfg.model:
+        raise ConfigError("give photos=<folder of photos> and model=<embedding.keras>")
+    for key in ("model", "old_model"):
+        if cfg[key] and not os.path.exists(str(cfg[key])):
+            raise ConfigError(f"{key}={cfg[key]} does not exist: point it at an exported model, "
+                              "e.g. runs/<name>/export/embedding.keras")
+    output = str(cfg.output)
+    edge.log_to(os.path.join(output, f"{COMMAND}.log"))
+    aligned = os.path.join(output, FACES)
+    # Align before Keras is loaded: the worker processes start without TensorFlow.
+    counts = align_folder(str(cfg.photos), aligned, AlignSettings.from_config(cfg), workers=cfg.workers,
+                          progress=bool(cfg.progress))
+    print("\n".join(counts.lines()))
+    from trainer.evaluation.album_page import write_album_page
+    from trainer.evaluation.photo_albums import album_report
+
+    report = album_report(str(cfg.photos), aligned, str(cfg.model), cfg.threshold,
+                          old_model=str(cfg.old_model) if cfg.old_model else None,
+                          old_threshold=cfg.old_threshold, linkage=str(cfg.linkage),
+                          min_album=int(cfg.min_album), batch_size=int(cfg.batch_size))
+    write_json(os.path.join(output, "albums.json"), report)
+    page = write_album_page(report, os.path.join(output, PAGE))
+    print("\n".join(summary_lines(report) + [f"albums: {os.path.join(output, 'albums.json')}",
+                                             f"page: {page}"]))
+    return 0
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        from trainer.faces.align_folder import AlignSettings, align_folder
-        from trainer.io import write_json
-        from trainer.registry import ConfigError
-
-        cfg = command_config.parse(COMMAND, argv)
-        if not cfg.photos or not cfg.model:
-            raise ConfigError("give photos=<folder of photos> and model=<embedding.keras>")
-        for key in ("model", "old_model"):
-            if cfg[key] and not os.path.exists(str(cfg[key])):
-                raise ConfigError(f"{key}={cfg[key]} does not exist: point it at an exported model, "
-                                  "e.g. runs/<name>/export/embedding.keras")
-        output = str(cfg.output)
-        edge.log_to(os.path.join(output, f"{COMMAND}.log"))
-        aligned = os.path.join(output, FACES)
-        # Align before Keras is loaded: the worker processes start without TensorFlow.
-        counts = align_folder(str(cfg.photos), aligned, AlignSettings.from_config(cfg), workers=cfg.workers,
-                              progress=bool(cfg.progress))
-        print("\n".join(counts.lines()))
-        from trainer.evaluation.album_page import write_album_page
-        from trainer.evaluation.photo_albums import album_report
-
-        report = album_report(str(cfg.photos), aligned, str(cfg.model), cfg.threshold,
-                              old_model=str(cfg.old_model) if cfg.old_model else None,
-                              old_threshold=cfg.old_threshold, linkage=str(cfg.linkage),
-                              min_album=int(cfg.min_album), batch_size=int(cfg.batch_size))
-        write_json(os.path.join(output, "albums.json"), report)
-        page = write_album_page(report, os.path.join(output, PAGE))
-        print("\n".join(summary_lines(report) + [f"albums: {os.path.join(output, 'albums.json')}",
-                                                 f"page: {page}"]))
-        return 0
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv)
 
 
 if __name__ == "__main__":

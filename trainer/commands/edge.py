@@ -101,6 +101,25 @@ def finish(command: str, error: BaseException) -> int:
     return EXIT_BUG
 
 
+def main(command: str, doc: str | None, body: Callable, argv=None,
+         arguments: Callable[[list[str]], list[str]] = list) -> int:
+    """A whole command: ``--help``/``--version`` answered, else ``body(cfg, argv)`` under the contract.
+
+    ``cfg`` is ``conf/<command>.yaml`` composed with the command line (``arguments`` may first
+    rewrite a shorthand users type); ``body`` gets it and the rewritten ``argv`` (for the
+    ``data=...`` overrides) and returns the exit status. ``argv=None``: the process's own
+    arguments, and the process is this command's (its console goes to the command's log).
+    """
+    from trainer.commands import command_config
+
+    process = argv is None
+    given = sys.argv[1:] if argv is None else list(argv)
+    if command_config.answered(given, command, doc):
+        return 0
+    rewritten = arguments(given)
+    return run(command, lambda: body(command_config.parse(command, rewritten), rewritten), process)
+
+
 def run(command: str, body: Callable[[], int | None], process: bool) -> int:
     """Run a command's body under the contract.
 

@@ -133,16 +133,12 @@ def shorthand(argv) -> list[str]:
     return [f"ijb.root={a[len('ijb='):]}" if a.startswith("ijb=") else a for a in argv]
 
 
+def run(cfg, argv) -> int:
+    return body(cfg, command_config.data_overrides(argv))
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = shorthand(sys.argv[1:] if argv is None else list(argv))
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        return body(command_config.parse(COMMAND, argv), command_config.data_overrides(argv))
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv, arguments=shorthand)
 
 
 if __name__ == "__main__":

@@ -99,18 +99,14 @@ def command(cfg, data_overrides) -> tuple[str, int]:
     return summary, 1 if (failed and cfg.strict) else 0
 
 
+def run(cfg, argv) -> int:
+    message, status = command(cfg, command_config.data_overrides(argv))
+    print(message)
+    return status
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        message, status = command(command_config.parse(COMMAND, argv), command_config.data_overrides(argv))
-        print(message)
-        return status
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv)
 
 
 if __name__ == "__main__":

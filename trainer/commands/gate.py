@@ -225,24 +225,19 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
+def run(cfg, argv) -> int:
+    check_models(cfg)
+    output = str(cfg.output or default_output(str(cfg.new_model)))
+    edge.log_to(os.path.join(output, f"{COMMAND}.log"))
+    report = decide(str(cfg.new_model), str(cfg.old_model), gate_config(cfg.gate),
+                    command_config.data_overrides(argv), output)
+    print(summary(report))
+    return 0 if report["release"] else 1
+
+
 def main(argv=None) -> int:
     """Exit status 0: release, 1: hold, 2: a mistake in the command."""
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        cfg = command_config.parse(COMMAND, argv)
-        check_models(cfg)
-        output = str(cfg.output or default_output(str(cfg.new_model)))
-        edge.log_to(os.path.join(output, f"{COMMAND}.log"))
-        report = decide(str(cfg.new_model), str(cfg.old_model), gate_config(cfg.gate),
-                        command_config.data_overrides(argv), output)
-        print(summary(report))
-        return 0 if report["release"] else 1
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import fnmatch
 import importlib.resources
 import sys
 
-from trainer.commands import command_config, edge
+from trainer.commands import edge
 
 COMMAND = "list"
 
@@ -130,18 +130,13 @@ def bare_words(argv: list[str]) -> list[str]:
     return named + [a for a in argv if "=" in a]
 
 
+def run(cfg, argv) -> int:
+    print("\n".join(listing(cfg.kind and str(cfg.kind), str(cfg.pattern))))
+    return 0
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        cfg = command_config.parse(COMMAND, bare_words(argv))
-        print("\n".join(listing(cfg.kind and str(cfg.kind), str(cfg.pattern))))
-        return 0
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv, arguments=bare_words)
 
 
 if __name__ == "__main__":

@@ -14,33 +14,28 @@ from __future__ import annotations
 import os
 import sys
 
-from trainer.commands import command_config, edge
+from trainer.commands import edge
 
 COMMAND = "align"
 
 
+def run(cfg, argv) -> int:
+    # Aligning needs neither Keras nor TensorFlow: nothing here imports them, so the worker
+    # processes start in a second, not ten.
+    from trainer.faces.align_folder import AlignSettings, align_folder
+    from trainer.registry import ConfigError
+
+    if not cfg.input or not cfg.output:
+        raise ConfigError("give both input=<folder of photos> and output=<folder for the crops>")
+    edge.log_to(os.path.join(str(cfg.output), f"{COMMAND}.log"))
+    counts = align_folder(str(cfg.input), str(cfg.output), AlignSettings.from_config(cfg),
+                          workers=cfg.workers, progress=bool(cfg.progress))
+    print("\n".join(counts.lines() + [f"crops and manifest.jsonl: {cfg.output}"]))
+    return 0
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        # Aligning needs neither Keras nor TensorFlow: nothing here imports them, so the worker
-        # processes start in a second, not ten.
-        from trainer.faces.align_folder import AlignSettings, align_folder
-        from trainer.registry import ConfigError
-
-        cfg = command_config.parse(COMMAND, argv)
-        if not cfg.input or not cfg.output:
-            raise ConfigError("give both input=<folder of photos> and output=<folder for the crops>")
-        edge.log_to(os.path.join(str(cfg.output), f"{COMMAND}.log"))
-        counts = align_folder(str(cfg.input), str(cfg.output), AlignSettings.from_config(cfg),
-                              workers=cfg.workers, progress=bool(cfg.progress))
-        print("\n".join(counts.lines() + [f"crops and manifest.jsonl: {cfg.output}"]))
-        return 0
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from trainer.commands import command_config, edge
+from trainer.commands import edge
 from trainer.data.errors import DataError
 
 COMMAND = "convert"
@@ -55,28 +55,24 @@ def convert(input, output, format=None, shards=8, heldout_input=None, on_corrupt
                                  num_classes=source.num_classes, extra_info=extra)
 
 
+def run(cfg, argv) -> int:
+    from trainer.commands.outputs import output_folder
+    from trainer.registry import to_plain
+
+    options = to_plain(cfg)
+    if not options["input"] or not options["output"]:
+        raise DataError("input= and output= are required (python -m trainer.data.convert --help)")
+    output_folder(options["output"])
+    if "://" not in str(options["output"]):
+        edge.log_to(os.path.join(str(options["output"]), f"{COMMAND}.log"))
+    info = convert(**options)
+    print(f"wrote {info['num_examples']} images of {info['num_classes']} identities in "
+          f"{len(info['files'])} shards to {options['output']}")
+    return 0
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        from trainer.commands.outputs import output_folder
-        from trainer.registry import to_plain
-
-        options = to_plain(command_config.parse(COMMAND, argv))
-        if not options["input"] or not options["output"]:
-            raise DataError("input= and output= are required (python -m trainer.data.convert --help)")
-        output_folder(options["output"])
-        if "://" not in str(options["output"]):
-            edge.log_to(os.path.join(str(options["output"]), f"{COMMAND}.log"))
-        info = convert(**options)
-        print(f"wrote {info['num_examples']} images of {info['num_classes']} identities in "
-              f"{len(info['files'])} shards to {options['output']}")
-        return 0
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ at the old model's input size unless ``data.image_size`` is given.
 
 from __future__ import annotations
 
-import sys
 
 from trainer.commands import command_config, edge
 
@@ -47,17 +46,13 @@ def body(cfg, data_overrides) -> str:
     return json.dumps(cross_model_verification(old, new, images, labels, int(cfg.pairs)))
 
 
+def run(cfg, argv) -> int:
+    print(body(cfg, command_config.data_overrides(argv)))
+    return 0
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        print(body(command_config.parse(COMMAND, argv), command_config.data_overrides(argv)))
-        return 0
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv)
 
 
 if __name__ == "__main__":

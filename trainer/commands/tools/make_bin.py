@@ -36,29 +36,24 @@ def make_bin(source, output: str, pairs: int = 3000, seed: int = 0, image_format
             "image_size": int(images.shape[1])}
 
 
+def run(cfg, argv) -> int:
+    from trainer.commands.outputs import output_file
+    from trainer.config import compose
+    from trainer.registry import DATASETS, ConfigError
+
+    if not cfg.output:
+        raise ConfigError("output= is required (the .bin to write)")
+    output_file(cfg.output)
+    source = DATASETS.build(compose(command_config.data_overrides(argv)).data)
+    summary = make_bin(source, str(cfg.output), pairs=int(cfg.pairs), seed=int(cfg.seed),
+                       image_format=str(cfg.format))
+    print(f"wrote {summary['output']}: {summary['pairs']} pairs of {summary['image_size']} px "
+          f"images from {summary['identities']} held-out identities")
+    return 0
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        from trainer.commands.outputs import output_file
-        from trainer.config import compose
-        from trainer.registry import DATASETS, ConfigError
-
-        cfg = command_config.parse(COMMAND, argv)
-        if not cfg.output:
-            raise ConfigError("output= is required (the .bin to write)")
-        output_file(cfg.output)
-        source = DATASETS.build(compose(command_config.data_overrides(argv)).data)
-        summary = make_bin(source, str(cfg.output), pairs=int(cfg.pairs), seed=int(cfg.seed),
-                           image_format=str(cfg.format))
-        print(f"wrote {summary['output']}: {summary['pairs']} pairs of {summary['image_size']} px "
-              f"images from {summary['identities']} held-out identities")
-        return 0
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from trainer.commands import command_config, edge
+from trainer.commands import edge
 
 COMMAND = "show_augment"
 
@@ -108,17 +108,13 @@ def draw(cfg) -> str:
     return f"wrote {out}: {len(images)} images x (original + {columns} draws), pipeline {pipeline!r}"
 
 
+def run(cfg, argv) -> int:
+    print(draw(cfg))
+    return 0
+
+
 def main(argv=None) -> int:
-    process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if command_config.answered(argv, COMMAND, __doc__):
-        return 0
-
-    def run() -> int:
-        print(draw(command_config.parse(COMMAND, argv)))
-        return 0
-
-    return edge.run(COMMAND, run, process)
+    return edge.main(COMMAND, __doc__, run, argv)
 
 
 if __name__ == "__main__":
