@@ -79,6 +79,19 @@ def test_two_processes_of_four_devices_train_as_one_process_of_eight(tmp_path, s
     assert "[0] " in out_two and "[1] " in out_two
 
 
+def test_simclr_on_two_processes_trains_as_on_one(tmp_path):
+    # Two augmented views, NT-Xent over the global batch: each process feeds its rows of both views.
+    args = [*TINY, "experiment=simclr", "optimizer=sgd", "trainer.epochs=1", "trainer.steps_per_epoch=3",
+            "trainer.batch_size=16"]
+    both, one = launch([*args, "run.name=two"], tmp_path), single([*args, "run.name=one"], tmp_path)
+    (code_two, out_two), (code_one, out_one) = finish(both), finish(one)
+    assert code_two == 0, out_two[-3000:]
+    assert code_one == 0, out_one[-3000:]
+    two_dir, one_dir = str(tmp_path / "runs" / "two"), str(tmp_path / "runs" / "one")
+    assert_same_weights(export_weights(two_dir), export_weights(one_dir))
+    assert accuracy(two_dir) == accuracy(one_dir)
+
+
 def wait_for_step(run_dir, process, step, timeout=600):
     deadline = time.monotonic() + timeout
     path = os.path.join(run_dir, "workers", "worker-1", "metrics.json")
