@@ -57,7 +57,7 @@ def test_mistakes_exit_non_zero_with_one_line(run_cli, argument, expected):
     assert "Traceback" not in result.stderr
 
 
-def test_data_dir_that_is_a_file_is_one_line_and_not_finished(run_cli, tmp_path):
+def test_data_dir_that_is_a_file_is_one_line_and_leaves_no_run(run_cli, tmp_path):
     not_a_folder = tmp_path / "data.txt"
     not_a_folder.write_text("not a folder")
     result = run_cli("debug=smoke", "run.name=bad", f"data.data_dir={not_a_folder}", timeout=300)
@@ -66,7 +66,8 @@ def test_data_dir_that_is_a_file_is_one_line_and_not_finished(run_cli, tmp_path)
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: data.data_dir={not_a_folder} is a file, not a folder; "
         "point it at a folder for the generated data set")
-    assert read_metrics(tmp_path / "runs" / "bad")["status"].startswith("failed: data.data_dir=")
+    # refused before its work started: no run folder is left to look finished or to resume
+    assert not (tmp_path / "runs" / "bad").exists()
 
 
 def test_nan_loss_names_the_step_and_the_run_is_not_finished(run_cli, tmp_path):
