@@ -36,7 +36,7 @@ def discover_commands() -> list[str]:
 
 COMMANDS = discover_commands()
 # A misspelt key for each command: its own style is key=value; kubeflow takes its action first.
-MISSPELT = {"trainer.kubeflow": ["compile", "zzz_mispelt_key=1"]}
+MISSPELT = {"trainer.kubeflow": ["compile", "zzz_mispelt_key=1"], "trainer.launch": ["processes=2", "zzz_mispelt_key=1"]}
 
 
 def run(*args, env=None, timeout=300, cwd=None):

@@ -23,6 +23,8 @@ import threading
 USAGE = ("usage: python -m trainer.launch processes=N [training overrides ...]\n"
          "  starts N `python -m trainer runtime=jax` processes joined on a free 127.0.0.1 port")
 
+from trainer.registry import ConfigError
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -111,13 +113,26 @@ def launch(count: int, overrides: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() if argv else USAGE)
-        return 0 if argv else 2
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if argv and argv[0] in ("--version", "-V"):
+        from trainer.commands.command_config import version_text
+
+        print(version_text())
+        return 0
     try:
         count, overrides = split_arguments(argv)
-    except ValueError as mistake:
-        print(f"error: {mistake}\n{USAGE}", file=sys.stderr)
+    except ValueError as mistake:  # one line, as every command's mistakes are
+        print(f"error: {mistake} (usage: python -m trainer.launch processes=N [training overrides ...])",
+              file=sys.stderr)
+        return 2
+    try:  # the training config's mistakes once, here, rather than once per started process
+        from trainer.config import compose
+
+        compose(process_command(overrides, count, 0, 1)[3:])
+    except ConfigError as mistake:
+        print(f"error: {mistake}", file=sys.stderr)
         return 2
     return launch(count, overrides)
 

@@ -11,7 +11,7 @@ import trainer.commands.kubeflow as package
 
 USAGE = ("usage: python -m trainer.kubeflow compile [output=pipeline.yaml] [options] [overrides...] | "
          "run --local [pipeline_root=local_outputs] [options] [overrides...] | "
-         "vertex-job output=job.json image=... run_dir=gs://... [overrides...] | "
+         "vertex-job output=job.json image=... run_dir=gs://... [replicas=1] [overrides...] | "
          "prepare output=<dir> [overrides...]  (--help for all options)")
 PIPELINE_OPTIONS = ("image", "production_model", "release_dir")
 COMMANDS = ("compile", "run", "vertex-job", "prepare")
