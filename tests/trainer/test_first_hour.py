@@ -59,7 +59,7 @@ def test_default_logger_with_several_overrides_records_the_final_evaluation(run_
     result = run_cli("loss=cosface", "trainer.epochs=2", "optimizer.lr=0.003", "data.train_identities=200",
                      "eval.pairs=400", env={"WANDB_MODE": None})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("data.train_identities=200,")]
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("cosface-")]  # the changed group
     metrics = json.loads((run_dir / "metrics.json").read_text())
     final = metrics["final"]["verification"]["accuracy"]
     assert metrics["status"] == "finished"
