@@ -39,6 +39,10 @@ TENSORFLOW_PROGRAM = textwrap.dedent("""
 """)
 
 
+# Whole training jobs or subprocesses: the end-to-end tier.
+pytestmark = pytest.mark.e2e
+
+
 def run_twice(tmp_path, program, backend):
     folder = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": REPO, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",

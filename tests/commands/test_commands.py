@@ -60,6 +60,7 @@ def test_help_exits_0_and_lists_the_keys(command):
     assert result.stderr.strip() == ""
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_misspelt_key_is_one_error_line_and_exit_2(command, tmp_path):
     result = run("-m", command, *MISSPELT.get(command, ["zzz_mispelt_key=1"]), cwd=tmp_path)
@@ -95,6 +96,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 @pytest.mark.parametrize("arguments", [["trainer", "--help"], ["trainer", "--version"], ["trainer.list"],
                                        ["trainer.list", "data"], ["trainer", "loss=arcfce"],
                                        ["trainer", "loss.margn=0.3"], ["trainer.evaluate", "--help"]])
+@pytest.mark.e2e
 def test_answers_import_no_framework(arguments):
     run("-m", "trainer.list", "loss")  # the component index made once (it changes with the code)
     started = time.perf_counter()

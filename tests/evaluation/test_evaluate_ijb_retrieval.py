@@ -37,6 +37,7 @@ def write_folder(root, images, labels):
     return str(root)
 
 
+@pytest.mark.e2e
 def test_ijb_and_retrieval_from_the_command_line(tmp_path, model_path, capsys):
     root = str(tmp_path / "ijb")
     write_synthetic_ijb(root, subjects=10, seed=1, image_size=32)

@@ -78,6 +78,7 @@ def test_a_gallery_without_queries_is_a_config_error(tmp_path):
         RetrievalCallback(str(tmp_path), gallery=str(tmp_path))
 
 
+@pytest.mark.e2e
 def test_a_job_with_the_retrieval_callback_records_its_history(tmp_path):
     cfg = trainer.compose([*TINY, "callbacks=with_retrieval", "callbacks.retrieval.every_steps=2",
                            f"run.dir={tmp_path / 'run'}"])

@@ -54,6 +54,7 @@ def exported(tmp_path_factory):
     return model, folder, report, images
 
 
+@pytest.mark.e2e
 def test_every_format_is_written_and_agrees_in_its_own_runtime(exported):
     _, folder, report, images = exported
     assert list(report["formats"]) == ["savedmodel", "tflite_float32", "tflite_float16", "tflite_int8", "onnx"]
@@ -170,6 +171,7 @@ def cli(*args, cwd):
                           text=True, timeout=600, env=environment)
 
 
+@pytest.mark.e2e
 def test_the_command_answers_help_and_refuses_mistakes_in_one_line(tmp_path):
     helped = cli("--help", cwd=tmp_path)
     assert helped.returncode == 0 and "model=" in helped.stdout and "strict=" in helped.stdout

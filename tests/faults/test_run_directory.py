@@ -28,6 +28,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SMOKE = ["debug=smoke", "eval.pairs=32"]
 
 
+# Whole training jobs or subprocesses: the end-to-end tier.
+pytestmark = pytest.mark.e2e
+
+
 def job(run_dir, *overrides):
     return trainer.compose([*SMOKE, f"run.dir={run_dir}", *overrides])
 

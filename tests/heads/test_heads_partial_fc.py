@@ -30,6 +30,7 @@ def run_worker(backend, arguments):
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_sample_rate_one_on_8_devices_equals_the_full_head_on_one(backend):
     results = run_worker(backend, ["arcface", "cosface", "adaface"])
@@ -42,6 +43,7 @@ def test_sample_rate_one_on_8_devices_equals_the_full_head_on_one(backend):
         assert r["shard_rows"] == [13], r  # the centres are stored split: 104 rows, 13 per device
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("optimizer, bound", [("sgd", 1e-5), ("adamw", 1e-4)])
 def test_the_heads_own_row_updates_on_8_replicas_equal_the_keras_optimizer_on_one(optimizer, bound):
     """TensorFlow: each replica updates its own rows (momentum or Adam slots, weight decay)
@@ -187,6 +189,7 @@ def run_job(tmp_path, name, *overrides):
     return done.stdout + done.stderr
 
 
+@pytest.mark.e2e
 def test_trains_on_2_logical_devices_and_resumes_on_1(tmp_path):
     """The centres' shape does not depend on the device count: a 2-device checkpoint resumes on 1."""
     run_job(tmp_path, "two", "runtime.logical_devices=2")

@@ -11,6 +11,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
+# Whole training jobs or subprocesses: the end-to-end tier.
+pytestmark = pytest.mark.e2e
+
+
 @pytest.fixture(scope="module")
 def results():
     env = {**os.environ, "PYTHONPATH": REPO, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",

@@ -17,6 +17,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 LOOPS = ["supervised", "pair", "simclr", "supcon", "bct", "distill", "gan"]
 
 
+# Whole training jobs or subprocesses: the end-to-end tier.
+pytestmark = pytest.mark.e2e
+
+
 @pytest.fixture(scope="module")
 def verdicts():
     env = {**os.environ, "PYTHONPATH": REPO, "KERAS_BACKEND": "tensorflow",

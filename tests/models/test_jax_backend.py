@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import numpy as np, keras, tensorflow as tf
     assert keras.backend.backend() == "jax"
@@ -40,6 +42,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e  # one subprocess under KERAS_BACKEND=jax
 def test_components_under_jax():
     root = os.path.join(os.path.dirname(__file__), "..", "..")
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": os.path.abspath(root),

@@ -22,6 +22,7 @@ def test_every_registered_loss_passes_the_harness(name):
     assert report.ok, str(report)
 
 
+@pytest.mark.e2e
 def test_every_registered_loss_matches_two_replicas():
     """One subprocess (logical CPUs must be set before TF starts) for all losses."""
     names = LOSSES.names()
@@ -30,6 +31,7 @@ def test_every_registered_loss_matches_two_replicas():
     assert not failed, "\n".join(failed)
 
 
+@pytest.mark.e2e
 def test_every_registered_loss_passes_under_jax():
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-m", "trainer.testing", "loss=all", "--json"],
@@ -75,6 +77,7 @@ def test_reduced_scalar_loss_fails_shape_check():
     assert "per-sample" in report["shape_and_dtype"].detail
 
 
+@pytest.mark.e2e
 def test_command_gives_a_verdict_for_a_broken_plugin(tmp_path):
     (tmp_path / "broken_losses.py").write_text(textwrap.dedent('''
         from keras import ops
