@@ -421,15 +421,17 @@ def check_interpolations(cfg: DictConfig) -> None:
     A value left to fill (``???``), or one pointing at it, is a command's own business (it says
     which key to pass), so only interpolations that cannot resolve at all are refused here.
     """
-    from omegaconf.errors import InterpolationResolutionError, InterpolationToMissingValueError
+    from omegaconf.errors import (InterpolationResolutionError, InterpolationToMissingValueError,
+                                  MissingMandatoryValue)
 
     for key in cfg:
         if key == "hydra":
             continue
         try:
-            OmegaConf.to_container(cfg[key] if isinstance(cfg[key], DictConfig) else
-                                   OmegaConf.create({key: cfg._get_node(key)._value()}), resolve=True)
-        except InterpolationToMissingValueError:
+            value = cfg[key]  # in the whole config: ``input: ${photos}`` points at a sibling
+            if isinstance(value, DictConfig):
+                OmegaConf.to_container(value, resolve=True)
+        except (InterpolationToMissingValueError, MissingMandatoryValue):
             continue
         except InterpolationResolutionError as error:
             where = getattr(error, "full_key", None) or key
