@@ -80,7 +80,7 @@ def test_exports_load_with_plain_keras_and_reproduce_embeddings(tmp_path):
 
 
 def test_loader_errors_are_one_line(tmp_path):
-    with pytest.raises(ConfigError, match="model_path is not set"):
+    with pytest.raises(ConfigError, match="model is not set"):
         load_embedding_model(None)
     with pytest.raises(ConfigError, match="does not exist"):
         load_embedding_model(tmp_path / "missing.keras")
