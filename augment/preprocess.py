@@ -13,16 +13,9 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+# The template and its similarity transform are NumPy only, shared with photo alignment (trainer.faces).
+from trainer.faces.template import ARCFACE_TEMPLATE, alignment_matrix  # noqa: F401 (re-exported)
 from trainer.registry import PREPROCESSORS
-
-# ArcFace 112x112 template (insightface): left eye, right eye, nose tip, left / right mouth corner.
-ARCFACE_TEMPLATE = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
 
 
 @PREPROCESSORS.register("standard")
@@ -94,36 +87,6 @@ def decode_and_resize(data, size: int | Sequence[int] = 112, channels: int = 3,
 
 
 # -- 5-point alignment ----------------------------------------------------------------
-def umeyama(source, destination, estimate_scale: bool = True) -> np.ndarray:
-    """Least-squares similarity transform (Umeyama, TPAMI 1991) mapping ``source`` points
-    onto ``destination``: a (3, 3) matrix ``M`` with ``dst ~ M @ [x, y, 1]``."""
-    src = np.asarray(source, dtype=np.float64)
-    dst = np.asarray(destination, dtype=np.float64)
-    count, dim = src.shape
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    covariance = dst_c.T @ src_c / count
-    sign = np.ones(dim)
-    if np.linalg.det(covariance) < 0:  # keep a rotation, never a reflection
-        sign[-1] = -1
-    u, singular, vt = np.linalg.svd(covariance)
-    rotation = u @ np.diag(sign) @ vt
-    scale = 1.0
-    if estimate_scale:
-        scale = (singular * sign).sum() / (src_c ** 2).sum() * count
-    matrix = np.eye(dim + 1)
-    matrix[:dim, :dim] = scale * rotation
-    matrix[:dim, dim] = dst_mean - scale * rotation @ src_mean
-    return matrix
-
-
-def alignment_matrix(landmarks, image_size: int = 112) -> np.ndarray:
-    """(3, 3) similarity transform from image landmarks (5, 2) (x, y) to the ArcFace
-    template scaled to ``image_size``."""
-    template = ARCFACE_TEMPLATE * (image_size / 112.0)
-    return umeyama(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), template)
-
-
 def align_face(image, landmarks, image_size: int = 112):
     """Warp ``image`` (H, W, 3) so that its 5 landmarks land on the ArcFace template.
 

@@ -19,6 +19,7 @@ COMPONENTS = ("losses", "augment", "models", "loops")
 # internals, and the small helpers that import nothing of the framework.
 COMPONENT_MAY_IMPORT = {"trainer.registry", "trainer.keras_private", "trainer.errors",
                         "trainer.seeding", "trainer.normalize", "trainer.replicas", "trainer.collectives",
+                        "trainer.faces.template",  # the ArcFace template and its warp (NumPy only)
                         "trainer.export.model_files"}  # loading a model file (BCT's old model, a teacher)
 
 # (importer, imported) pairs still to fix; removed by the job-builder change.

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from augment.preprocess import (
-    ARCFACE_TEMPLATE, align_face, alignment_matrix, decode_and_resize, umeyama)
+    ARCFACE_TEMPLATE, align_face, alignment_matrix, decode_and_resize)
+from trainer.faces.template import similarity_transform as umeyama
 from trainer.registry import PREPROCESSORS
 
 PIXELS = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
