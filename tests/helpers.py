@@ -23,16 +23,8 @@ def one_error_line(result) -> str:
 
 
 def read_tensorboard_scalars(folder) -> dict:
-    """{tag: last value} of every scalar in the event files of ``folder``."""
-    import tensorflow as tf
-
-    scalars = {}
-    for path in sorted(glob.glob(os.path.join(str(folder), "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                scalars[value.tag] = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") \
-                    else float(value.simple_value)
-    return scalars
+    """{tag: last value} of every scalar in the event files of ``folder`` (pictures are skipped)."""
+    return {tag: points[-1][1] for tag, points in read_tensorboard_series(folder).items()}
 
 
 def tensorboard_values(folder):
