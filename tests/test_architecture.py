@@ -262,11 +262,10 @@ PROBE_EXCEPTIONS = {
     ("trainer/testing/harness.py", "stochastic"): "any Keras loss; as above",
     ("trainer/testing/harness.py", "deterministic_overrides"): "any Keras loss; as above",
     ("trainer/testing/harness.py", "gradient_bound"): "any Keras loss; as above",
-    # The bench (trainer/commands, not the contract change's to edit). To become: ``loop.head``;
+    # The bench (trainer/commands, not the contract change's to edit). To become:
     # ``loop.own_update_step is not None`` (models/heads/own_update.py), and its minimal step
     # ``loop.own_update_step.recording`` / ``.apply_gradients``; then FaceLoop.head_owns_update
     # and FaceLoop.apply_gradients_with_rows go.
-    ("trainer/commands/bench/measure.py", "head"): "to read loop.head",
     ("trainer/commands/bench/switches.py", "head_owns_update"): "to move to own_update_step",
     ("trainer/commands/bench/minimal_step.py", "head_owns_update"): "to move to own_update_step",
 }

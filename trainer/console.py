@@ -43,6 +43,7 @@ FRAMEWORK_LINE = re.compile(r"^\s*[IWEF]\d{4} \d\d:\d\d:\d\d|^WARNING: All log m
                             r"^To enable the following instructions:|"
                             # TFDS preparing a local builder's data: nothing is downloaded
                             r"^Downloading and preparing dataset|^Dataset \S+ downloaded and prepared to|"
+                            r"^Using custom data configuration: |"  # (TFDS prints these on stdout)
                             r"^INFO: .*TensorFlow Lite|"  # the TFLite interpreter's delegate notice
                             + BANNERS.pattern)
 _STARTED = False
@@ -248,7 +249,8 @@ class CommandLog:
 
 
 class _Tee:
-    """A text stream that writes to the console and to the log; framework lines only to the log."""
+    """A text stream that writes to the console and to the log; framework lines only to the log
+    (``filtered``: whole lines are judged, so a partial line waits for its end or a flush)."""
 
     def __init__(self, console, log: CommandLog, filtered: bool):
         self._console, self._log, self._filtered = console, log, filtered
@@ -347,7 +349,7 @@ def start_command_log(command: str) -> CommandLog:
     os.close(write_fd)
     pump = threading.Thread(target=_pump, args=(read_fd, console, log), name="stderr-log", daemon=True)
     pump.start()
-    sys.stdout = _Tee(sys.stdout, log, filtered=False)
+    sys.stdout = _Tee(sys.stdout, log, filtered=True)  # TFDS prints its notices on stdout
     sys.stderr = _Tee(console, log, filtered=True)
     warnings.showwarning = _show_warning
 

@@ -28,6 +28,7 @@ import sys
 import keras
 from omegaconf import DictConfig, OmegaConf
 
+from models.heads.base import head_memory, head_memory_line
 from trainer import io, processes, records, signals
 from trainer.callbacks.base import TrainerCallback
 from trainer.callbacks.checkpoint import (Checkpoint, build_before_restore, checkpoint_dir, latest_checkpoint,
@@ -230,6 +231,7 @@ class Run:
                 batches = self.restore(batches)
             if index == 0:
                 stepped_before = optimizer_steps(loop)
+                self.record_head_memory(loop)
             job.set_position(segment.skip_batches)
             stopper.set_position(job.steps_per_epoch, segment.skip_batches)
             with data_mistakes(), signals.deferred():
@@ -255,6 +257,14 @@ class Run:
                    if skipped else "no training batch reached it")
             raise RunFailed(f"the optimizer never stepped: {why}; nothing was trained, so nothing is "
                             "evaluated or exported")
+
+    def record_head_memory(self, loop) -> None:
+        """A sharded head's share of one device, read from its stored variables once they exist:
+        printed, and kept in ``metrics.json`` (``head_per_device``)."""
+        found = head_memory(loop.head, loop.optimizer)
+        if found is not None:
+            print(head_memory_line(found), flush=True)
+            self.report.update(head_per_device=found)
 
     def restore(self, batches):
         """Load the plan's checkpoint into the loop (its variables built from ``batches`` first)."""

@@ -46,6 +46,26 @@ class FaceHead(keras.layers.Layer):
         """Update the weights ``recorded`` saw with ``gradient`` (the loss's, for ``recorded.weights``)."""
         raise NotImplementedError(f"{type(self).__name__} declares owns_update but has no apply_own_gradient")
 
+    # -- memory -----------------------------------------------------------------------------
+    def memory_per_device(self, optimizer=None) -> dict | None:
+        """A sharded head's share of one device as stored (``devices``, ``rows_per_device``,
+        ``optimizer_slots``, ``bytes_per_device``); None for a head every device holds whole."""
+        return None
+
+
+def head_memory(head, optimizer=None) -> dict | None:
+    """``head``'s stored share of one device, with ``gib_per_device``, or None (not sharded)."""
+    found = head.memory_per_device(optimizer) if isinstance(head, FaceHead) else None
+    if found is None:
+        return None
+    return {**found, "gib_per_device": round(found["bytes_per_device"] / 2**30, 3)}
+
+
+def head_memory_line(found: dict) -> str:
+    """The console's line for :func:`head_memory`'s answer (the bench and the training job)."""
+    return (f"head memory per device: {found['gib_per_device']} GiB ({found['rows_per_device']:,} rows "
+            f"and {found['optimizer_slots']} optimizer slot(s) each, {found['devices']} device(s))")
+
 
 def uses_labels(head) -> bool:
     """Whether ``head`` (a ``FaceHead``, any other Keras layer, or None) needs the labels."""

@@ -73,6 +73,10 @@ def test_two_processes_of_four_devices_train_as_one_process_of_eight(tmp_path, s
     assert_same_weights(export_weights(two_dir), export_weights(one_dir))
     assert accuracy(two_dir) == accuracy(one_dir)
     assert metrics(two_dir)["replicas"] == 8
+    # The head's rows are split over the global mesh: each device of 2 x 4 holds what each of 1 x 8 does.
+    assert metrics(two_dir)["head_per_device"] == metrics(one_dir)["head_per_device"]
+    assert metrics(one_dir)["head_per_device"]["devices"] == 8
+    assert "[0] head memory per device:" in out_two
     # One writer of results: process 1 exported nothing, logged into its own folder.
     worker = tmp_path / "runs" / "two" / "workers" / "worker-1"
     assert not (worker / "export").exists() and (worker / "train.log").exists()

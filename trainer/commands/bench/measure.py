@@ -26,6 +26,8 @@ import time
 import keras
 import numpy as np
 
+from loops.base import FaceLoop
+from models.heads import base as heads_base
 from trainer.commands.bench import flops as flops_module
 from trainer.commands.bench.batches import in_memory_data, random_batches
 from trainer.commands.bench.interleave import Interleaver, Runner
@@ -212,11 +214,7 @@ def _measure(cfg, bench, job, synthetic, warmup_steps, steps_per_window, windows
 
 def head_memory(loop) -> dict | None:
     """A sharded head's weights and optimizer slots on one device (``head=partial_fc``), or None."""
-    measure_head = getattr(getattr(loop, "head", None), "memory_per_device", None)
-    if measure_head is None:
-        return None
-    found = measure_head(loop.optimizer)
-    return {**found, "gib_per_device": gib(found["bytes_per_device"])}
+    return heads_base.head_memory(loop.head, loop.optimizer) if isinstance(loop, FaceLoop) else None
 
 
 def targets(ratios: dict) -> dict:

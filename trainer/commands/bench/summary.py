@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from models.heads.base import head_memory_line
+
 
 def _rate(part: dict | None) -> str:
     if not part or not part.get("images_per_second"):
@@ -53,8 +55,7 @@ def summary_lines(report: dict) -> list[str]:
                  + (f"; device: {memory['peak_device_gib']} GiB" if memory.get("peak_device_gib") else ""))
     head = memory.get("head_per_device")
     if head:
-        lines.append(f"head memory per device: {head['gib_per_device']} GiB ({head['rows_per_device']:,} rows "
-                     f"and {head['optimizer_slots']} optimizer slot(s) each, {head['devices']} device(s))")
+        lines.append(head_memory_line(head))
     run = report.get("job_run")
     if run:
         lines.append(f"the job alone (python -m trainer): peak host memory {run['peak_host_gib']} GiB, "
