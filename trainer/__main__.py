@@ -77,7 +77,8 @@ def _main(argv) -> int:
         if problem:
             raise ConfigError(problem)
         # names, keys, numbers and component parameters checked before Hydra starts the job
-        compose(overrides, config_dirs=config_dirs)
+        cfg = compose(overrides, config_dirs=config_dirs)
+        _point_tensorflow_at_the_compile_cache(cfg)
 
     import hydra
 
@@ -90,6 +91,21 @@ def _main(argv) -> int:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     run()
     return 0
+
+
+def _point_tensorflow_at_the_compile_cache(cfg) -> None:
+    """TensorFlow reads its XLA flags once, at start-up: the cache folder (``runtime.compile_cache``)
+    goes into ``TF_XLA_FLAGS`` now, before the job imports it, so a second run compiles nothing."""
+    from trainer import compile_cache
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    folder = compile_cache.cache_dir(cfg.runtime.get("compile_cache", "auto"), "tensorflow") \
+        if cfg.get("runtime") is not None else None
+    if backend == "tensorflow" and folder is not None and "tensorflow" not in sys.modules:
+        try:
+            compile_cache.tensorflow_environment(folder)
+        except OSError:  # an unwritable cache folder: the job runs uncached (runtime.compile_cache says why)
+            pass
 
 
 def run_job(cfg):

@@ -79,3 +79,21 @@ def test_tensorflow_second_run_compiles_nothing(tmp_path):
     first, second = run_twice(tmp_path, TENSORFLOW_PROGRAM, "tensorflow")
     assert first, "the first run cached no program"
     assert second == first
+
+
+def test_the_training_command_gives_tensorflow_the_cache_before_it_starts(tmp_path):
+    """``python -m trainer`` imports TensorFlow only after composing the config, so the XLA cache of
+    ``runtime.compile_cache`` is in effect for the job (a second run of it compiles nothing)."""
+    pytest.importorskip("tensorflow")
+    folder = tmp_path / "cache"
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env.pop("TF_XLA_FLAGS", None)
+    command = [sys.executable, "-m", "trainer", "debug=smoke", "data=memory", "logger=none", "run.export=false",
+               "eval.untrained=false", f"runtime.compile_cache={folder}", "run.name=cached"]
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    import json
+
+    recorded = json.loads((tmp_path / "runs" / "cached" / "metrics.json").read_text())["startup"]["compile_cache"]
+    assert recorded["active"] and recorded["directory"] == str(folder), recorded
+    assert compile_cache.entries(str(folder)), "the job's XLA programs were not cached"
