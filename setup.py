@@ -39,6 +39,10 @@ setup(
         "tensorflow-datasets>=4.9.10",
         "importlib_resources",  # tensorflow-datasets 4.9.10 needs it for local builders, undeclared
         "numpy",
+        # imported directly (TensorFlow and Keras bring them today; declared so that stays true)
+        "absl-py",  # logging verbosity of TFDS and TensorFlow
+        "h5py",  # .weights.h5 checkpoints read and checked
+        "tqdm",  # progress bars of the align and album commands
         "pillow",
         "scipy",
         "matplotlib",
