@@ -112,6 +112,13 @@ def measure(args, row: dict, peak: float | None) -> dict:
             "spread": report["framework"].get("spread")}
 
 
+def failed_row(row: dict) -> dict:
+    return {"label": row["label"], "classes": row["classes"], "sample_rate": row["sample_rate"],
+            "images_per_second": None, "minimal_images_per_second": None, "framework_over_minimal": None,
+            "train_gflops_per_image": None, "tflops": None, "mfu": None, "peak_device_gib": None,
+            "spread": None}
+
+
 def table_lines(device: str, peak: float | None, results: list[dict]) -> list[str]:
     lines = [f"device: {device}; bf16 dense peak: {f'{peak:g} TFLOP/s' if peak else 'unknown (--peak-tflops)'}",
              f"{'row':<34}{'images/s':>11}{'minimal':>11}{'fw/min':>8}{'GFLOP/img':>11}{'TFLOP/s':>10}{'MFU':>8}"]
@@ -120,7 +127,7 @@ def table_lines(device: str, peak: float | None, results: list[dict]) -> list[st
             return format(value, fmt) if value is not None else "-"
         lines.append(f"{r['label']:<34}{number(r['images_per_second'], ',.1f'):>11}"
                      f"{number(r['minimal_images_per_second'], ',.1f'):>11}"
-                     f"{number(r['framework_over_minimal'], '.3f'):>8}{r['train_gflops_per_image']:>11.3f}"
+                     f"{number(r['framework_over_minimal'], '.3f'):>8}{number(r['train_gflops_per_image'], '.3f'):>11}"
                      f"{number(r['tflops'], '.2f'):>10}{number(r['mfu'], '.1%'):>8}")
     return lines
 
@@ -152,20 +159,32 @@ def main(argv=None) -> int:
     device = jax.devices()[0]
     device_name = f"{device.platform}: {getattr(device, 'device_kind', '')}"
     peak = args.peak_tflops or peak_tflops(device_name)
-    results = []
-    for row in rows(args):
-        results.append(measure(args, row, peak))
-        print("\n".join(table_lines(device_name, peak, results)[-1:]), flush=True)
-    print("\n".join(table_lines(device_name, peak, results)))
     folder = os.path.dirname(args.output)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    with open(args.output, "w") as f:
+    results = []
+    for row in rows(args):
+        try:
+            results.append(measure(args, row, peak))
+        except Exception as error:  # e.g. out of device memory at 2M classes: record it, go on
+            print(f"{row['label']}: failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}",
+                  flush=True)
+            results.append({**failed_row(row), "error": f"{type(error).__name__}: {str(error)[:2000]}"})
+        print("\n".join(table_lines(device_name, peak, results)[-1:]), flush=True)
+        # rewritten after every row: a run cut off by a time limit keeps the rows it finished
+        write_report(args, argv, device_name, peak, results)
+    print("\n".join(table_lines(device_name, peak, results)))
+    print(f"report: {args.output}")
+    return 1 if any(r.get("error") for r in results) else 0
+
+
+def write_report(args, argv, device_name: str, peak: float | None, results: list[dict]) -> None:
+    temporary = f"{args.output}.{os.getpid()}.tmp"
+    with open(temporary, "w") as f:
         json.dump({"device": device_name, "peak_tflops": peak, "backend": os.environ["KERAS_BACKEND"],
                    "command": " ".join(["python benchmarks/gpu_table.py", *(argv or sys.argv[1:])]),
                    "rows": results}, f, indent=2)
-    print(f"report: {args.output}")
-    return 0
+    os.replace(temporary, args.output)
 
 
 if __name__ == "__main__":
