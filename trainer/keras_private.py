@@ -24,6 +24,9 @@ Why each one is unavoidable (Keras 3 has no public equivalent):
   ``unscale_loss_for_distribution``: what ``Loss.__call__`` and ``compute_loss`` do to a
   per-sample loss (reduction, ``1 / replicas`` scaling); losses that keep labels integer
   and loops that reduce their own per-sample values must do exactly the same.
+* ``unsynced_model`` (``Callback._model``), ``learning_rate_schedule``
+  (``Optimizer._learning_rate``): a step boundary must not write the JAX training state
+  back into the variables or read the optimizer's step (``trainer.callbacks.base``).
 * ``track_loss`` (``Model._loss_tracker``): a train step written by hand (a head that
   updates its own rows) records the ``loss`` log as Keras's own step does.
 * ``in_tf_graph``, ``in_stateless_scope``: whether code runs inside ``tf.data`` /
@@ -41,6 +44,7 @@ Why each one is unavoidable (Keras 3 has no public equivalent):
 
 from __future__ import annotations
 
+import keras
 from keras.src.layers.preprocessing.data_layer import DataLayer
 from keras.src.losses.loss import (reduce_weighted_values, scale_loss_for_distribution,
                                    unscale_loss_for_distribution)
@@ -66,9 +70,12 @@ PRIVATE_MEMBERS = (
     ("Model", "_symbolic_build"),
     ("Model", "_maybe_symbolic_build"),
     ("Model", "_loss_tracker"),
+    ("Optimizer", "_learning_rate"),
+    ("Callback", "_model"),
 )
 
-__all__ = ["DataLayer", "backend_name", "in_stateless_scope", "in_tf_graph", "reduce_weighted_values",
+__all__ = ["DataLayer", "backend_name", "in_stateless_scope", "in_tf_graph", "learning_rate_schedule",
+           "reduce_weighted_values", "unsynced_model",
            "scale_loss_for_distribution", "seed_generator", "skip_fit_build", "sublayers", "symbolic_build", "tensorflow_trainer", "track_loss",
            "unscale_loss_for_distribution", "using_backend", "own_seed_generators"]
 
@@ -144,6 +151,25 @@ def tensorflow_trainer():
     from keras.src.backend.tensorflow import trainer
 
     return trainer, tree
+
+
+def unsynced_model(callback):
+    """A callback's model as is (``Callback._model``). The public ``Callback.model`` under JAX first
+    writes the whole training state back into the model's variables (so that a checkpoint sees it):
+    at every step that is the framework's largest cost on a GPU, and from a worker thread a race
+    with the training loop. Host attributes (``stop_training``, ``steps_per_execution``) and the
+    pending state (``_jax_state``) need no write-back."""
+    return callback._model
+
+
+def learning_rate_schedule(optimizer):
+    """The optimizer's ``LearningRateSchedule`` (``Optimizer._learning_rate``), or None for a fixed
+    rate. The public ``learning_rate`` evaluates the schedule at the optimizer's step: reading that
+    variable mid-``fit`` makes the host wait for the device, and under JAX writes the whole training
+    state back, so the step curves evaluate the schedule at the step they count themselves."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+    rate = getattr(inner, "_learning_rate", None)
+    return rate if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) else None
 
 
 def raw_value(variable):

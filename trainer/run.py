@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from models.heads.base import head_memory, head_memory_line
 from trainer import io, processes, records, signals
-from trainer.callbacks.base import TrainerCallback
+from trainer.callbacks.base import TrainerCallback, per_step_waits
 from trainer.callbacks.checkpoint import (Checkpoint, build_before_restore, checkpoint_dir, latest_checkpoint,
                                           non_finite_variable, restore_checkpoint, save_checkpoint)
 from trainer.config import validate
@@ -224,6 +224,11 @@ class Run:
         first_steps = self.startup.callback(on_first_step=lambda timer: print(timer.line(), flush=True))
         callbacks = [first_steps, *job_callbacks, stopper, *loop_callbacks, throughput, self.report.epoch_logger(),
                      *self.loggers.callbacks, *progress]
+        waiting = per_step_waits(callbacks)
+        if waiting and keras.backend.backend() == "jax":
+            print(f"note: {', '.join(waiting)} read every step's logs on the training thread, so the host "
+                  "waits for the device at every step; a callback whose batch-end hook only reads the logs "
+                  "can say `async_safe = True`", flush=True)
         for index, segment in enumerate(plan.segments):
             batches = job.runtime.prepare_fit(loop, job.batches(segment.start_epoch, segment.end_epoch,
                                                                 segment.skip_batches))
@@ -364,27 +369,36 @@ class Run:
 
 
 class StopAtSignal(TrainerCallback):
-    """Ends ``fit`` at the first step boundary after a signal and remembers the position there.
+    """Ends ``fit`` one call after the first step boundary that sees a signal, and remembers the
+    position reached.
 
     After the guards and the checkpoint callback: a step a guard stopped on is not the
     position reached. The run saves the state at ``stopped_at`` once ``fit`` returns
     (every backend has synchronised its variables by then).
     """
 
+    # A multi-process job shares a signal (a preempted host) by a tiny blocking all-gather, so
+    # every process stops at the same step; doing it every step would make each step wait.
+    share_every = 10
+
     def __init__(self):
         super().__init__()
         self.stopped_at: tuple[int, int, int] | None = None  # (epoch, batch, step)
 
-    def on_train_batch_end(self, batch, logs=None):
-        # A multi-process job stops all together: a signal to any process (a preempted host)
-        # is shared at every step boundary by a tiny all-gather, so each stops at this step.
-        shared = processes.largest(signals.pending() or 0)
-        if shared:
-            signals.remember(shared)
-        if signals.pending() is None or self.model.stop_training:
+    def on_train_batch_begin(self, batch, logs=None):
+        # At the boundary before this call (no batch-end hook, see callbacks.base): the call
+        # still runs, then fit stops, so the position reached is the one after it.
+        if processes.multi_process() and self.step_before(batch) % self.share_every == 0:
+            shared = processes.largest(signals.pending() or 0)
+            if shared:
+                signals.remember(shared)
+        elif processes.multi_process():
             return
-        self.model.stop_training = True
-        self.stopped_at = (self.epoch, self.batches_done(batch), self.global_step(batch))
+        if signals.pending() is None or self.host_model.stop_training:
+            return
+        self.host_model.stop_training = True
+        trained = min(self.batches_before(batch) + self.batches_in_call(), self.steps_per_epoch)
+        self.stopped_at = (self.epoch, trained, self.epoch * self.steps_per_epoch + trained)
 
 
 def agree_on_start(plan: ResumePlan) -> None:

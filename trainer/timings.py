@@ -29,6 +29,8 @@ import time
 
 import keras
 
+from trainer.keras_private import unsynced_model
+
 SHORT_JOB_STEPS = 2_000      # auto: at most this many training steps in the whole job
 SMALL_HELDOUT_PAIRS = 3_000  # auto: at most this many verification pairs, and no .bin files
 PHASES = ("import", "data", "untrained_eval", "compile", "first_step")
@@ -99,7 +101,7 @@ class _FirstSteps(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if len(self.begins) >= 3:
             return
-        wait_for_device(self.model)
+        wait_for_device(unsynced_model(self))
         self.begins.append(time.time())
         if len(self.begins) == 2:
             self.timer.first_step_done = self.begins[1]
@@ -118,7 +120,9 @@ def wait_for_device(model) -> None:
     if state:
         import jax
 
-        jax.block_until_ready(state)
+        # Keras keeps the state in its own tracking containers, which JAX does not walk as a
+        # pytree (it would wait on nothing): hand it the arrays themselves.
+        jax.block_until_ready([array for part in state.values() for array in (part or ())])
 
 
 # -- the untrained evaluation -------------------------------------------------------

@@ -52,9 +52,10 @@ def test_callback_reports_the_metrics_of_its_embeddings(tmp_path, with_gallery):
     model = tiny_model()
     callback.set_model(fake_loop(model, 0))
     callback.on_train_begin()
-    for step in (1, 2, 3):
-        callback.model.optimizer.iterations.assign(step)
-        callback.on_train_batch_end(step - 1)
+    callback.on_epoch_begin(0)
+    for batch in (0, 1, 2):  # the step boundaries fit passes: at a batch's begin, `batch` steps are done
+        callback.on_train_batch_begin(batch)
+    callback.model.optimizer.iterations.assign(3)
     callback.on_train_end()
     history = json.loads((tmp_path / "run" / "retrieval.json").read_text())
     assert [h["step"] for h in history] == [2, 3]  # every 2 steps, and at the end

@@ -179,7 +179,8 @@ def test_a_run_without_callbacks_saves_where_it_was_interrupted_and_resumes_ther
                                 "runtime.jit_compile=false", f"run.dir={run_dir}", *extra])
 
     assert trainer.train(config(tmp_path / "whole"))["status"] == "finished"
-    stopper = f"+callbacks.ctrl_c={{name: {SignalAt.__module__}.SignalAt, step: 4}}"
+    # sent after step 3: the boundary before step 4 sees it, step 4 runs, the run stops there
+    stopper = f"+callbacks.ctrl_c={{name: {SignalAt.__module__}.SignalAt, step: 3}}"
     with pytest.raises(RunInterrupted, match=r"^interrupted \(Ctrl-C\) at step 4: saved .*ckpt-000000004"):
         trainer.train(config(tmp_path / "resumed", stopper))
     assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == [

@@ -1,7 +1,7 @@
 """Every built-in loop resumes mid-epoch to bit-identical weights, on tf.data and on NumPy batches.
 
-The run is stopped the way a preempted job is (SIGTERM: the run stops at the end of the step
-and saves there), rerun with the same config, and its export compared with
+The run is stopped the way a preempted job is (SIGTERM: the run stops at the next step
+boundary and saves there), rerun with the same config, and its export compared with
 an uninterrupted run's: the batches (sampling, views, augmentation draws) are a function of
 their position, so the resumed run must train on exactly the same data.
 """
@@ -68,11 +68,12 @@ def test_resumed_mid_epoch_equals_uninterrupted(loop, path, tmp_path):
     assert trainer.train(config(whole, loop, path))["status"] == "finished"
 
     resumed = tmp_path / "resumed"
-    stopper = f"+callbacks.sigterm={{name: {__name__}.SigtermAt, step: {STOP_AT_STEP}}}"
+    # sent after the step before: the next boundary sees it, that call runs, and the run stops
+    stopper = f"+callbacks.sigterm={{name: {__name__}.SigtermAt, step: {STOP_AT_STEP - 1}}}"
     with pytest.raises(RunInterrupted):
         trainer.train(config(resumed, loop, path, stopper))
     metrics = trainer.train(config(resumed, loop, path))
     assert metrics["status"] == "finished"
-    assert metrics["resumed_from_step"] == STOP_AT_STEP  # the signal's step: saved at its end
+    assert metrics["resumed_from_step"] == STOP_AT_STEP  # saved where the run stopped
     for a, b in zip(exported_weights(whole), exported_weights(resumed), strict=True):
         np.testing.assert_array_equal(a, b)

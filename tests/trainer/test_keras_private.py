@@ -30,7 +30,7 @@ def test_private_members_of_a_live_data_layer():
     layer = build("augment", {"name": "flip", "seed": 1})
     assert isinstance(layer, keras_private.DataLayer)
     for owner, member in keras_private.PRIVATE_MEMBERS:
-        if owner == "Model":  # a model's members: checked on a live model below
+        if owner in ("Model", "Optimizer", "Callback"):  # checked on live ones below
             continue
         target = layer
         for part in member.split("."):
@@ -45,6 +45,16 @@ def test_private_members_of_a_live_data_layer():
     for owner, member in keras_private.PRIVATE_MEMBERS:
         if owner == "Model":
             assert hasattr(model, member), f"keras {keras.__version__}: Model.{member} is gone"
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    optimizer = keras.optimizers.SGD(schedule)
+    assert hasattr(optimizer, "_learning_rate"), f"keras {keras.__version__}: Optimizer._learning_rate is gone"
+    assert keras_private.learning_rate_schedule(optimizer) is schedule
+    assert keras_private.learning_rate_schedule(keras.optimizers.LossScaleOptimizer(optimizer)) is schedule
+    assert keras_private.learning_rate_schedule(keras.optimizers.SGD(0.1)) is None
+    callback = keras.callbacks.Callback()
+    callback.set_model(model)
+    assert hasattr(callback, "_model"), f"keras {keras.__version__}: Callback._model is gone"
+    assert keras_private.unsynced_model(callback) is model
 
 
 def test_no_other_module_imports_keras_src():

@@ -222,6 +222,7 @@ class Checkpoint(TrainerCallback):
     def on_train_begin(self, logs=None):
         self._last_saved_step = None
         self._last_save_time = time.monotonic()
+        self._calls_begun = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
@@ -229,19 +230,26 @@ class Checkpoint(TrainerCallback):
         if self._last_saved_step is None:  # a resumed fit counts its steps from where it starts
             self._last_saved_step = epoch * self.steps_per_epoch + self.batch_offset
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._done_in_epoch = self.batches_done(batch)
-        if self.model.stop_training:  # a guard stopped on a bad step: keep the last good state
+    def on_train_batch_begin(self, batch, logs=None):
+        # The boundary after the previous call is the one before this call: saving here needs no
+        # batch-end hook, so the steps before it were dispatched without waiting (see base).
+        calls_done, self._calls_begun = self._calls_begun, self._calls_begun + 1
+        done = self.batches_before(batch)
+        # what this call will have trained if it is the epoch's last (a stop ends the epoch after it)
+        self._done_in_epoch = min(done + self.batches_in_call(), self.steps_per_epoch or done + 1)
+        if calls_done == 0 or self.host_model.stop_training:
             return
-        step = self.global_step(batch)
+        step = self.step_before(batch)
         due_steps = self.every_steps and step // self.every_steps > self._last_saved_step // self.every_steps
         due_time = self.every_seconds and time.monotonic() - self._last_save_time >= self.every_seconds
-        if (due_steps or due_time) and self._done_in_epoch < self.steps_per_epoch:
-            self.save(self.epoch, self._done_in_epoch, step)
+        if due_steps or due_time:
+            self.wait_for_guards(calls_done)
+            if not self.host_model.stop_training:  # a guard stopped on a bad step: keep the last good state
+                self.save(self.epoch, done, step)
 
     def on_epoch_end(self, epoch, logs=None):
         complete = not self.steps_per_epoch or self._done_in_epoch >= self.steps_per_epoch
-        if complete and not self.model.stop_training:  # stopped: a guard's bad step, or an interruption
+        if complete and not self.host_model.stop_training:  # stopped: a guard's bad step, or an interruption
             self.save(epoch + 1, 0, (epoch + 1) * self.steps_per_epoch)  # (the runner saves that one)
         super().on_epoch_end(epoch, logs)
 

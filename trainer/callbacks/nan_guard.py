@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import keras
 
-from trainer.callbacks.base import TrainerCallback
+from trainer.callbacks.base import StepGuard
 from trainer.callbacks.checkpoint import is_finite, last_good_checkpoint
 from trainer.registry import CALLBACKS, ConfigError
 
@@ -28,8 +28,8 @@ ON_NAN = ("stop", "skip")
 
 
 @CALLBACKS.register("nan_guard")
-class NanGuard(TrainerCallback):
-    is_guard = True  # before the checkpoint: a bad step is never saved
+class NanGuard(StepGuard):
+    """A guard (``StepGuard``): the checkpoint waits for its verdict, so a bad step is never saved."""
 
     def __init__(self, run_dir, on_nan: str = "stop", max_skips: int = 10, config=None):
         super().__init__()
@@ -53,16 +53,19 @@ class NanGuard(TrainerCallback):
                                                    dynamic_growth_steps=2**31 - 1)
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self._scale = self._current_scale()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.on_nan == "skip":
-            self._count_skips(batch)
-            return
-        value = (logs or {}).get("loss")
-        if value is None or is_finite(value):
-            return
-        self._stop(f"the {self.loss_name} loss became {float(value)} at step {self.global_step(batch)}")
+        try:
+            if self.on_nan == "skip":
+                self._count_skips(batch)
+                return
+            value = (logs or {}).get("loss")
+            if value is not None and not is_finite(value) and not self.error:
+                self._stop(f"the {self.loss_name} loss became {float(value)} at step {self.global_step(batch)}")
+        finally:
+            self.checked()
 
     def _count_skips(self, batch) -> None:
         scale = self._current_scale()
@@ -90,4 +93,4 @@ class NanGuard(TrainerCallback):
         self.error = (f"{what}; {last_good_checkpoint(self.run_dir)}; lower optimizer.lr, "
                       "use runtime.precision=float32, or callbacks.nan_guard.on_nan=skip; a class-label "
                       "loss is also NaN for a label outside [0, num_classes)")
-        self.model.stop_training = True
+        self.host_model.stop_training = True  # (stop mode runs on a worker thread: no write-back)

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import os
 
-import keras
 import numpy as np
 
+from trainer.callbacks.base import EveryNSteps
 from trainer.io import read_json, write_json
 from trainer.records import ScalarWriter
 from trainer.registry import CALLBACKS, ConfigError
 
 
 @CALLBACKS.register("retrieval")
-class RetrievalCallback(keras.callbacks.Callback):
+class RetrievalCallback(EveryNSteps):
     """Retrieval metrics of ``folder`` (default: the data's held-out identities) every N steps."""
 
     def __init__(self, run_dir, config=None, folder=None, gallery=None, every_steps: int = 1000,
@@ -48,18 +48,15 @@ class RetrievalCallback(keras.callbacks.Callback):
 
     # -- keras hooks ---------------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         # Read once: the images are the same at every evaluation.
         self._sets = self.load_sets(int(self.model.embedding_model.input_shape[1]))
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and self._sets is not None:
-            step = self._step()
-            if step % self.every_steps == 0:
-                self.evaluate(step)
+    def should_evaluate(self) -> bool:
+        return self._sets is not None
 
     def on_train_end(self, logs=None):
-        if self._sets is not None and self._step() != self._last_step:
-            self.evaluate(self._step())
+        super().on_train_end(logs)
         self._scalars.close()
 
     # -- work ----------------------------------------------------------------------------
@@ -91,9 +88,6 @@ class RetrievalCallback(keras.callbacks.Callback):
             raise ConfigError(f"callbacks.retrieval: data={data.get('name')} has no held-out identities; "
                               "set callbacks.retrieval.folder=<identity folders>")
         return materialise(heldout)
-
-    def _step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def evaluate(self, step: int) -> dict:
         from trainer.evaluation.retrieval import retrieval_metrics

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 
-import keras
 import numpy as np
 
+from trainer.callbacks.base import EveryNSteps
 from trainer.io import read_json, save_file, write_json
 from trainer.records import ScalarWriter
 from trainer.registry import CALLBACKS, ConfigError, to_plain
@@ -24,7 +24,7 @@ MEAN = "mean"
 
 
 @CALLBACKS.register("verification")
-class VerificationCallback(keras.callbacks.Callback):
+class VerificationCallback(EveryNSteps):
     """Evaluate ``bin_files`` (default: ``eval.bin_files``) every ``every_steps`` steps."""
 
     def __init__(self, run_dir, config=None, bin_files=None, every_steps: int = 1000, monitor: str = MEAN,
@@ -55,27 +55,21 @@ class VerificationCallback(keras.callbacks.Callback):
 
     # -- keras hooks ---------------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         from trainer.evaluation.verification import read_bin
 
         size = self.model.embedding_model.input_shape[1]
         # Decoded once: the images are the same at every evaluation.
         self._sets = {_name(p): read_bin(p, size) for p in self.bin_files}
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and self._sets:
-            step = self._step()
-            if step % self.every_steps == 0:
-                self.evaluate(step)
+    def should_evaluate(self) -> bool:
+        return bool(self._sets)
 
     def on_train_end(self, logs=None):
-        if self._sets and self._step() != self._last_step:
-            self.evaluate(self._step())
+        super().on_train_end(logs)
         self._scalars.close()
 
     # -- work ----------------------------------------------------------------------------
-    def _step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
     def evaluate(self, step: int) -> dict:
         from trainer.evaluation.verification import (embed_with_norm, squared_distances,
                                                      verification_metrics)

@@ -24,6 +24,7 @@ import time
 import keras
 
 from trainer.commands.bench.timing import paired_ratio, steps_windows
+from trainer.keras_private import unsynced_model
 from trainer.timings import wait_for_device
 
 
@@ -39,7 +40,7 @@ class _WindowClock(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if batch not in (self.start, self.stop):
             return
-        wait_for_device(self.model)
+        wait_for_device(unsynced_model(self))
         now = (time.perf_counter(), time.process_time())
         if batch == self.start:
             self._begin = now

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import keras
 
+from trainer.keras_private import unsynced_model
 from trainer.timings import wait_for_device
 
 
@@ -63,7 +64,7 @@ class Interleaver(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._next >= len(self.boundaries) or batch < self.boundaries[self._next]:
             return
-        wait_for_device(self.model)
+        wait_for_device(unsynced_model(self))
         now, cpu = time.perf_counter(), time.process_time()
         if self._next == 0:
             self.warmup_seconds = now - self.fit_started
