@@ -12,7 +12,6 @@ saves), not at every step.
 import importlib
 import json
 import os
-import pkgutil
 import subprocess
 import sys
 
@@ -33,17 +32,22 @@ WAITS_BY_DESIGN = {
 
 
 def project_callback_classes():
+    # The source files themselves: a package's search path also holds the commands' folder
+    # (`python -m trainer.<command>`), whose modules must not be imported under those names.
+    # Commands are applications (their callbacks live in the core); the test harness's replica
+    # module configures devices when imported.
     for package in PACKAGES:
-        root = importlib.import_module(package)
-        for module in pkgutil.walk_packages(root.__path__, f"{package}."):
-            # commands are applications (their callbacks live in the core); the test harness's
-            # replica module configures devices when imported
-            if ".commands." in module.name or ".testing" in module.name or module.name.endswith("__main__"):
-                continue
-            try:
-                importlib.import_module(module.name)
-            except ImportError:  # an optional extra (wandb, optuna, onnx) that is not installed
-                continue
+        root = os.path.join(REPO, package)
+        for folder, subfolders, files in os.walk(root):
+            subfolders[:] = [d for d in subfolders if d not in ("commands", "testing", "__pycache__")]
+            for name in files:
+                if not name.endswith(".py") or name == "__main__.py":
+                    continue
+                relative = os.path.relpath(os.path.join(folder, name), REPO)[:-3].replace(os.sep, ".")
+                try:
+                    importlib.import_module(relative.removesuffix(".__init__"))
+                except ImportError:  # an optional extra (wandb, optuna, onnx) that is not installed
+                    continue
     found, pending = set(), list(keras.callbacks.Callback.__subclasses__())
     while pending:
         kind = pending.pop()
