@@ -166,6 +166,29 @@ def test_a_malformed_verification_bin_is_one_line(tmp_path, images, issame, expe
         read_bin(bin_file(tmp_path / "x.bin", images, issame))
 
 
+@pytest.mark.parametrize("high_byte", [0x7F, 0xFF])
+def test_a_bin_whose_frame_length_claims_terabytes_is_one_line(tmp_path, high_byte):
+    # One flipped byte in the pickle's frame length (found by the property below): pickle then
+    # asks its file for hundreds of gigabytes, which TensorFlow's GFile.read(n) answered with a
+    # segmentation fault. In a child process, so that a crash fails this test, not the test run.
+    import subprocess
+    import sys
+
+    good = bin_file(tmp_path / "good.bin", [png_bytes(i) for i in range(4)], [True, False])
+    data = bytearray(open(good, "rb").read())
+    assert data[2] == pickle.FRAME[0]  # protocol 4+: FRAME, then an 8-byte little-endian length
+    data[7] = high_byte  # the length's byte 4 (x 2^32)
+    path = tmp_path / "x.bin"
+    path.write_bytes(bytes(data))
+    code = ("import sys\nfrom trainer.evaluation.verification import read_bin\n"
+            "try:\n    read_bin(sys.argv[1])\nexcept Exception as error:\n    print(type(error).__name__, error)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("DataError") and "is not a verification .bin" in done.stdout
+    assert done.stdout.count("\n") == 1
+
+
 def test_verification_of_one_identity_says_why():
     from trainer.evaluation.verification import PairsError, sample_pairs
 

@@ -412,13 +412,19 @@ def read_bin(path: str, image_size: int | None = None):
     if not tf.io.gfile.exists(str(path)):
         raise DataError(f"verification file {path} does not exist; check eval.bin_files")
     with tf.io.gfile.GFile(str(path), "rb") as f:
-        try:
-            bins, issame = BinUnpickler(f, encoding="bytes").load()
-        except BinUnpickler.Refused as error:
-            raise DataError(f"{path}: {error}") from None
-        except Exception as error:  # pickle raises many types on foreign files
-            raise DataError(f"{path} is not a verification .bin (pickle of images and issame): "
-                            f"{type(error).__name__}") from None
+        # Whole, then unpickled from memory: a corrupt length field makes pickle ask for gigabytes,
+        # which TensorFlow's GFile.read(n) answers with a segmentation fault; BytesIO returns what
+        # there is, and pickle then refuses the truncated record. (The unpickled images are the
+        # file's size in memory anyway.)
+        data = f.read()
+    try:
+        bins, issame = BinUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except BinUnpickler.Refused as error:
+        raise DataError(f"{path}: {error}") from None
+    except Exception as error:  # pickle raises many types on foreign files
+        raise DataError(f"{path} is not a verification .bin (pickle of images and issame): "
+                        f"{type(error).__name__}") from None
+    del data
     issame = np.asarray(issame)
     if issame.ndim != 1 or not isinstance(bins, (list, tuple, np.ndarray)):
         raise DataError(f"{path} is not a verification .bin: it must hold a list of images and a list of "
