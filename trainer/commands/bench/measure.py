@@ -37,7 +37,7 @@ from trainer.commands.bench.timing import Windows, paired_ratio, steps_windows
 
 FRAMEWORK_TARGET = 0.95   # framework step >= 0.95 x the minimal step
 PIPELINE_TARGET = 3.0     # input pipeline >= 3 x the model step
-SETTLE_SECONDS = 0.3      # pause after a pipeline window (its prefetch buffers refill)
+SETTLE_MAX_SECONDS = 5.0  # after a pipeline window, wait at most this long for tf.data to go quiet
 
 
 def run_bench(cfg) -> dict:
@@ -360,6 +360,21 @@ class _PipelineRunner(Runner):
         self._pull(self.batches_per_window)  # drain what was buffered in the background
         seconds = self._pull(self.batches_per_window)
         # tf.data refills its buffers in the background after the window; let it finish
-        # so that work is not charged to the next window of another measurement
-        time.sleep(SETTLE_SECONDS)
+        # so that work is not charged to the next window of another measurement (the next one
+        # is the framework step's: a fixed pause had left it ~5 % of the refill on 2 cores)
+        wait_until_quiet(SETTLE_MAX_SECONDS)
         return seconds
+
+
+def wait_until_quiet(max_seconds: float, interval: float = 0.05, busy_share: float = 0.05) -> float:
+    """Sleep until this process's threads use under ``busy_share`` of one core over an
+    ``interval`` (two intervals in a row), or ``max_seconds`` passed; returns the seconds waited.
+    The process's CPU time counts every thread, so tf.data's background work shows in it."""
+    start = time.perf_counter()
+    quiet = 0
+    while time.perf_counter() - start < max_seconds and quiet < 2:
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(interval)
+        share = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
+        quiet = quiet + 1 if share < busy_share else 0
+    return time.perf_counter() - start
