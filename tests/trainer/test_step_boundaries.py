@@ -117,3 +117,13 @@ def test_a_jax_job_saves_at_the_configured_steps(watched_job):
     result, _ = watched_job
     # every 3 steps mid-epoch and at both epoch ends (8, 16); `keep: 2` leaves the newest two
     assert result["checkpoints"] == ["ckpt-000000015.weights.h5", "ckpt-000000016.weights.h5"]
+
+
+def test_a_periodic_callback_without_its_work_is_refused_when_built():
+    from trainer.callbacks.base import EveryNSteps
+
+    class Forgot(EveryNSteps):
+        pass
+
+    with pytest.raises(TypeError, match="evaluate"):
+        Forgot()

@@ -26,6 +26,7 @@ every step before it: a state a guard would reject is never saved.
 
 from __future__ import annotations
 
+import abc
 import threading
 
 import keras
@@ -166,7 +167,7 @@ def first_error(callbacks: list) -> str | None:
     return next((c.error for c in callbacks if isinstance(c, TrainerCallback) and c.error), None)
 
 
-class EveryNSteps(keras.callbacks.Callback):
+class EveryNSteps(keras.callbacks.Callback, abc.ABC):
     """Calls ``evaluate(step)`` each time the optimizer's step passes a multiple of ``every_steps``,
     at the step boundary (``on_train_batch_begin``: no batch-end hook, see above), and once at
     the end of training if the last step was not evaluated. The step is counted on the host:
@@ -183,8 +184,9 @@ class EveryNSteps(keras.callbacks.Callback):
     def should_evaluate(self) -> bool:
         return True
 
+    @abc.abstractmethod
     def evaluate(self, step: int):
-        raise NotImplementedError
+        """The periodic work at optimizer step ``step`` (verification, retrieval)."""
 
     def optimizer_step(self) -> int:
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
